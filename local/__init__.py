@@ -1,1 +1,1 @@
-"""Dev tooling that runs the app on a laptop: Azurite, Functions host stand-in, Event Grid, ACS sandbox."""
+"""Dev tooling that runs the app on a laptop: Azurite, host stand-in, Event Grid, ACS sandbox."""

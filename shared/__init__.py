@@ -1,1 +1,1 @@
-"""Core package of the ACS Email insights function app (decisions in pure modules, Azure at the edge)."""
+"""Core package of the ACS Email insights app: pure decisions inside, Azure at the edge."""

@@ -1,0 +1,77 @@
+"""The app's table of contents: every trigger, each a thin body over one call into `shared`.
+
+Import-safe by design: nothing here reads required settings, opens a client or imports an Azure
+SDK other than azure.functions; `shared.services` builds clients on first use.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import web
+from shared.errors import Problem
+from shared.pipeline import record_event
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+# --- Event Grid: ACS delivery and engagement reports ----------------------------------------
+# An exception means "retry me" to Event Grid: only transient storage trouble propagates.
+
+
+@app.event_grid_trigger(arg_name="event")
+def record_delivery_report(event: func.EventGridEvent) -> None:
+    record_event(web.event_payload(event))
+
+
+@app.event_grid_trigger(arg_name="event")
+def record_engagement_report(event: func.EventGridEvent) -> None:
+    record_event(web.event_payload(event))
+
+
+# --- Lookup API -----------------------------------------------------------------------------
+
+
+@app.route(route="emails/{messageId}", methods=["GET"])
+def get_message_status(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import lookup, services
+
+        return web.json_response(
+            lookup.get_message(services.message_store(), req.route_params.get("messageId", ""))
+        )
+
+    return web.respond(req, handle)
+
+
+@app.route(route="recipients/{address}/emails", methods=["GET"])
+def list_recipient_emails(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import lookup, services
+        from shared.errors import InvalidInput
+
+        problems: list[Problem] = []
+        limit = web.int_param(req.params, "limit", 20, 1, lookup.MAX_PAGE, problems)
+        if problems:
+            raise InvalidInput("Invalid query parameters", problems)
+        return web.json_response(
+            lookup.recipient_history(
+                services.message_store(),
+                req.route_params.get("address", ""),
+                limit,
+                req.params.get("continuation") or None,
+            )
+        )
+
+    return web.respond(req, handle)
+
+
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def check_health(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import services
+
+        services.message_store().ping()
+        return web.json_response({"status": "ok", "storage": "ok"})
+
+    return web.respond(req, handle)

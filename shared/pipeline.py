@@ -1,0 +1,90 @@
+"""Event Grid events in, per-recipient state out: parse → classify → store, never a retry storm.
+
+Outcomes of one event, and why:
+- recorded / duplicate: a usable report; a redelivery changes nothing and is acknowledged.
+- quarantined: malformed; stored with its reason and acknowledged, because Event Grid retrying
+  it for 24 h cannot make it well-formed (and would hide real failures in the noise).
+- ignored: an event type we do not handle (e.g. a subscription that sends all ACS events);
+  counted and acknowledged.
+- Transient (raised): storage trouble; the exception makes Event Grid redeliver later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .classification import classify
+from .errors import MalformedEvent
+from .events import DeliveryReport, EngagementReport, UnknownEvent, parse_event
+from .settings import get_settings
+
+if TYPE_CHECKING:
+    from .store import MessageStore
+
+log = logging.getLogger(__name__)
+
+
+class EventOutcome(StrEnum):
+    RECORDED = "recorded"  # applied (whether or not it changed the visible status)
+    DUPLICATE = "duplicate"  # this event id was recorded before: nothing changed
+    QUARANTINED = "quarantined"  # malformed: stored for inspection, acknowledged
+    IGNORED = "ignored"  # an event type we do not handle: counted, acknowledged
+
+
+def _default_store() -> MessageStore:
+    from .services import message_store
+
+    return message_store()
+
+
+def record_event(
+    raw: Mapping[str, Any], store: Callable[[], MessageStore] = _default_store
+) -> EventOutcome:
+    try:
+        parsed = parse_event(raw)
+    except MalformedEvent as exc:
+        event_id = raw.get("id") if isinstance(raw, Mapping) else None
+        event_type = raw.get("eventType") or raw.get("type") if isinstance(raw, Mapping) else None
+        store().quarantine(
+            json.dumps(raw, default=str, ensure_ascii=False),
+            exc.reason,
+            event_id if isinstance(event_id, str) else None,
+            event_type if isinstance(event_type, str) else None,
+        )
+        log.warning("event quarantined: id=%.64r reason=%s", event_id, exc.reason)
+        return EventOutcome.QUARANTINED
+    if isinstance(parsed, UnknownEvent):
+        store().count("unknown-event-types", parsed.envelope.event_type)
+        log.info("event ignored: type=%.128s", parsed.envelope.event_type)
+        return EventOutcome.IGNORED
+    if isinstance(parsed, DeliveryReport):
+        classification = classify(parsed.acs_status, parsed.status_message)
+        result = store().record_delivery(parsed, classification.to_json())
+    else:
+        assert isinstance(parsed, EngagementReport)
+        result = store().record_engagement(parsed)
+    outcome = EventOutcome.DUPLICATE if result.duplicate else EventOutcome.RECORDED
+    _log_recorded(parsed, outcome, result.changed)
+    return outcome
+
+
+def _log_recorded(
+    event: DeliveryReport | EngagementReport, outcome: EventOutcome, changed: bool
+) -> None:
+    who = ""
+    if get_settings().log_addresses and event.recipient:
+        who = f" recipient={event.recipient}"
+    kind = event.acs_status if isinstance(event, DeliveryReport) else event.engagement_type_raw
+    log.info(
+        "event %s: id=%s message=%s kind=%s changed=%s%s",
+        outcome.value,
+        event.envelope.event_id,
+        event.message_id,
+        kind,
+        changed,
+        who,
+    )

@@ -1,0 +1,83 @@
+"""Per-recipient status vocabulary and the precedence that makes event order irrelevant.
+
+Precedence (documented in README "Status model"): a recipient's status is the maximum, over
+everything recorded for it, of the key
+
+    (rank, at, outcome order, event id)
+
+- rank: `accepted` (0) < `sent` (1) < any outcome (2). An ACS outcome always beats
+  accepted/sent, whatever the timestamps say (clocks of ACS and our app differ).
+- at: between outcomes the later `deliveryAttemptTimestamp` wins (a retry that finally
+  delivered beats the earlier soft failure; a later bounce beats an earlier Expanded).
+- outcome order, then event id: deterministic tie-breaks for equal timestamps, so every
+  permutation of the same events converges on the same row.
+Because the key is a total order over events and the stored row is the argmax, applying events
+in any order, any number of times, yields the same final status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"  # stored by us, not yet handed to ACS
+    SENT = "sent"  # ACS accepted the send request; no delivery report yet
+    DELIVERED = "delivered"  # the recipient's server accepted the message
+    EXPANDED = "expanded"  # a distribution list was expanded; members get their own reports
+    BOUNCED = "bounced"  # permanently rejected by the recipient's server
+    FAILED = "failed"  # not delivered (soft failure, expiry, or our own send failed for good)
+    SUPPRESSED = "suppressed"  # ACS (or our list) suppressed it; nothing was sent
+    QUARANTINED = "quarantined"  # ACS quarantined the message
+    SPAM_FILTERED = "spam_filtered"  # rejected or filtered as spam
+    UNKNOWN = "unknown"  # an ACS status we do not know; the raw value is kept beside it
+
+
+OUTCOMES = frozenset(Status) - {Status.ACCEPTED, Status.SENT}
+
+# ACS `status` values (compared case-insensitively) → our status.
+ACS_STATUS: dict[str, Status] = {
+    "delivered": Status.DELIVERED,
+    "expanded": Status.EXPANDED,
+    "bounced": Status.BOUNCED,
+    "failed": Status.FAILED,
+    "suppressed": Status.SUPPRESSED,
+    "quarantined": Status.QUARANTINED,
+    "filteredspam": Status.SPAM_FILTERED,
+}
+
+# Tie-break among outcomes with the same timestamp: the more final/severe fact wins.
+_OUTCOME_ORDER: dict[Status, int] = {
+    Status.UNKNOWN: 0,
+    Status.EXPANDED: 1,
+    Status.DELIVERED: 2,
+    Status.FAILED: 3,
+    Status.QUARANTINED: 4,
+    Status.SPAM_FILTERED: 5,
+    Status.SUPPRESSED: 6,
+    Status.BOUNCED: 7,
+}
+
+
+def from_acs(acs_status: str) -> Status:
+    return ACS_STATUS.get(acs_status.strip().lower(), Status.UNKNOWN)
+
+
+def is_failure(status: Status) -> bool:
+    return status in {
+        Status.BOUNCED,
+        Status.FAILED,
+        Status.SUPPRESSED,
+        Status.QUARANTINED,
+        Status.SPAM_FILTERED,
+    }
+
+
+PrecedenceKey = tuple[int, str, int, str]
+
+
+def precedence(status: Status, at: datetime, event_id: str) -> PrecedenceKey:
+    """The sort key described in the module docstring; `at` must be timezone-aware UTC."""
+    rank = 2 if status in OUTCOMES else (1 if status is Status.SENT else 0)
+    return (rank, at.isoformat(timespec="microseconds"), _OUTCOME_ORDER.get(status, 0), event_id)

@@ -1,0 +1,386 @@
+"""Azure Table Storage for message/recipient state: the edge; decisions live in `state.py`.
+
+Tables (names prefixed by TABLE_PREFIX, default "Email"):
+
+- `<p>Messages`   PartitionKey = message id. Rows: `m` (message summary), `r|<addr>` (status per
+  recipient), `t|<addr>|<event id>` (one per event: the timeline *and* the idempotency marker),
+  `g|<addr>` (engagement counters). A lookup by message id is one single-partition query.
+- `<p>RecipientIndex`  PartitionKey = address (lower-cased); RowKey = newest-first time |
+  message id. An address's history is one single-partition range query, paged.
+- `<p>Quarantine`  PartitionKey = UTC day; events we could not use, with reason and raw payload.
+- `<p>Counters`    PartitionKey = counter family; e.g. unknown event types seen.
+
+A delivery report costs two round trips on the common path: a point read of the status row,
+then one transaction that creates the event's marker row and replaces the status row under its
+ETag. A duplicate fails on the marker (409) and changes nothing; a concurrent writer fails the
+ETag check (412) and we re-read and re-decide, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import (
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from . import keys
+from .errors import InvalidInput, Problem, Transient
+from .events import DeliveryReport, EngagementReport
+from .state import Fact, apply_engagement, apply_fact, fact_from_report, iso
+
+MAX_CONFLICT_RETRIES = 8
+MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording one event did: `duplicate` = already recorded before (nothing changed)."""
+
+    duplicate: bool
+    changed: bool
+    row: Mapping[str, Any] | None
+    previous: Mapping[str, Any] | None
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn retryable storage failures into Transient (the platform retries); the rest propagate."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise Transient(f"storage unreachable: {type(exc).__name__}") from exc
+    except HttpResponseError as exc:
+        if exc.status_code in (408, 429, 500, 502, 503, 504):
+            raise Transient(f"storage answered {exc.status_code}") from exc
+        raise
+
+
+def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class MessageStore:
+    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+        self._service = service
+        self.messages: TableClient = service.get_table_client(f"{prefix}Messages")
+        self.index: TableClient = service.get_table_client(f"{prefix}RecipientIndex")
+        self.quarantine_table: TableClient = service.get_table_client(f"{prefix}Quarantine")
+        self.counters: TableClient = service.get_table_client(f"{prefix}Counters")
+
+    def create_tables(self) -> None:
+        with storage_errors():
+            for table in (self.messages, self.index, self.quarantine_table, self.counters):
+                with suppress(ResourceExistsError):
+                    table.create_table()
+
+    def ping(self) -> None:
+        with storage_errors():
+            next(iter(self.messages.query_entities("PartitionKey eq ''", results_per_page=1)), None)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def record_delivery(
+        self, report: DeliveryReport, classification: Mapping[str, Any]
+    ) -> Recorded:
+        return self.record_fact(
+            report.message_id,
+            report.recipient,
+            fact_from_report(report, classification),
+            marker_event_id=report.envelope.event_id,
+            marker=_timeline_entry(report),
+        )
+
+    def record_fact(
+        self,
+        message_id: str,
+        address: str,
+        fact: Fact,
+        *,
+        marker_event_id: str | None = None,
+        marker: Mapping[str, Any] | None = None,
+    ) -> Recorded:
+        """Apply one fact to the recipient's status row, with its marker row when it has one."""
+        pk = keys.message_key(message_id)
+        addr = keys.address_key(address)
+        status_rk = keys.status_row(addr)
+        marker_rk = keys.timeline_row(addr, marker_event_id) if marker_event_id else None
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            current = self._get(self.messages, pk, status_rk)
+            new_row = apply_fact(current, fact, address, message_id)
+            ops: list[Any] = []
+            if marker_rk is not None:
+                ops.append(("create", {"PartitionKey": pk, "RowKey": marker_rk, **(marker or {})}))
+            if new_row is not None:
+                entity = _clean({**new_row, "PartitionKey": pk, "RowKey": status_rk})
+                entity["updatedAt"] = iso(datetime.now(UTC))
+                if current is None:
+                    ops.append(("create", entity))
+                else:
+                    etag = current.metadata["etag"]
+                    options = {
+                        "mode": UpdateMode.REPLACE,
+                        "etag": etag,
+                        "match_condition": MatchConditions.IfNotModified,
+                    }
+                    ops.append(("update", entity, options))
+            if not ops:
+                return Recorded(duplicate=False, changed=False, row=current, previous=current)
+            outcome = self._submit(ops, pk, marker_rk)
+            if outcome == "duplicate":
+                if current is not None:  # heal an index write lost to a crash after the commit
+                    self._write_index(addr, message_id, current)
+                return Recorded(duplicate=True, changed=False, row=current, previous=current)
+            if outcome == "conflict":
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter only
+                continue
+            old_rk = current.get("indexRk") if current else None
+            if new_row is not None and new_row.get("indexRk") != old_rk:
+                self._write_index(addr, message_id, new_row)
+                if old_rk:  # an earlier fact moved the message in the history: drop the old place
+                    with storage_errors():
+                        self.index.delete_entity(addr, old_rk)
+            return Recorded(
+                duplicate=False,
+                changed=new_row is not None,
+                row=new_row or current,
+                previous=current,
+            )
+        raise Transient(f"status row kept changing under us ({MAX_CONFLICT_RETRIES} attempts)")
+
+    def record_engagement(self, report: EngagementReport) -> Recorded:
+        pk = keys.message_key(report.message_id)
+        addr = keys.address_key(report.recipient) if report.recipient else keys.MESSAGE_LEVEL
+        rk = keys.engagement_row(addr)
+        marker_rk = keys.timeline_row(addr, report.envelope.event_id)
+        marker = _timeline_entry(report)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            current = self._get(self.messages, pk, rk)
+            row = _clean({**apply_engagement(current, report), "PartitionKey": pk, "RowKey": rk})
+            if report.recipient:
+                row["address"] = report.recipient
+            ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": marker_rk, **marker})]
+            if current is None:
+                ops.append(("create", row))
+            else:
+                etag = current.metadata["etag"]
+                options = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                ops.append(("update", row, options))
+            outcome = self._submit(ops, pk, marker_rk)
+            if outcome == "duplicate":
+                return Recorded(duplicate=True, changed=False, row=current, previous=current)
+            if outcome == "conflict":
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter only
+                continue
+            return Recorded(duplicate=False, changed=True, row=row, previous=current)
+        raise Transient(f"engagement row kept changing under us ({MAX_CONFLICT_RETRIES} attempts)")
+
+    def quarantine(
+        self, raw: str, reason: str, event_id: str | None, event_type: str | None
+    ) -> None:
+        now = datetime.now(UTC)
+        unique = f"{random.getrandbits(32):08x}"  # two bad copies of one event id both kept
+        entity = {
+            "PartitionKey": now.strftime("%Y-%m-%d"),
+            "RowKey": f"{keys.newest_first(_epoch_ms(now), event_id or '-')}|{unique}",
+            "reason": reason[:1024],
+            "eventId": (event_id or "")[:256] or None,
+            "eventType": (event_type or "")[:256] or None,
+            "raw": _truncate(raw, MAX_QUARANTINED_RAW),
+            "rawLength": len(raw),
+            "receivedAt": iso(now),
+        }
+        with storage_errors():
+            self.quarantine_table.create_entity(_clean(entity))
+
+    def count(self, family: str, name: str) -> None:
+        """Increment a counter row (rare paths only: ETag read-modify-write)."""
+        pk, rk = keys.encode(family), keys.encode(name[:256])
+        for _ in range(MAX_CONFLICT_RETRIES):
+            current = self._get(self.counters, pk, rk)
+            try:
+                with storage_errors():
+                    if current is None:
+                        self.counters.create_entity(
+                            {"PartitionKey": pk, "RowKey": rk, "count": 1, "name": name[:256]}
+                        )
+                    else:
+                        self.counters.update_entity(
+                            {**current, "count": int(current.get("count", 0)) + 1},
+                            mode=UpdateMode.REPLACE,
+                            etag=current.metadata["etag"],  # type: ignore[attr-defined]
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                return
+            except (ResourceExistsError, HttpResponseError) as exc:
+                if getattr(exc, "status_code", None) not in (409, 412):
+                    raise
+        raise Transient("counter kept changing under us")
+
+    def write_message(self, message_id: str, summary: Mapping[str, Any]) -> None:
+        entity = {"PartitionKey": keys.message_key(message_id), "RowKey": keys.MESSAGE_ROW}
+        with storage_errors():
+            self.messages.upsert_entity(_clean({**summary, **entity}), mode=UpdateMode.MERGE)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def message_rows(self, message_id: str) -> list[dict[str, Any]]:
+        pk = keys.message_key(message_id).replace("'", "''")
+        with storage_errors():
+            return [dict(e) for e in self.messages.query_entities(f"PartitionKey eq '{pk}'")]
+
+    def recipient_history(
+        self, address: str, limit: int, continuation: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of an address's messages, newest first, each with its status row."""
+        pk = keys.address_key(address).replace("'", "''")
+        token = _decode_token(continuation) if continuation else None
+        with storage_errors():
+            pages = self.index.query_entities(
+                f"PartitionKey eq '{pk}'", results_per_page=limit
+            ).by_page(continuation_token=token)
+            page = [dict(e) for e in next(pages, [])]
+            next_token = pages.continuation_token  # type: ignore[attr-defined]
+        addr = keys.address_key(address)
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(page)))) as pool:
+            statuses = list(
+                pool.map(
+                    lambda e: self._get(
+                        self.messages, keys.message_key(e["messageId"]), keys.status_row(addr)
+                    ),
+                    page,
+                )
+            )
+        items = [
+            {**entry, "statusRow": dict(s) if s else None}
+            for entry, s in zip(page, statuses, strict=True)
+        ]
+        return items, _encode_token(next_token) if next_token else None
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _get(self, table: TableClient, pk: str, rk: str) -> Any:
+        with storage_errors():
+            try:
+                return table.get_entity(pk, rk)
+            except ResourceNotFoundError:
+                return None
+
+    def _submit(self, ops: list[Any], pk: str, marker_rk: str | None) -> str:
+        """Run a transaction: "ok", "duplicate" (marker exists) or "conflict" (retry)."""
+        try:
+            with storage_errors():
+                self.messages.submit_transaction(ops)
+            return "ok"
+        except TableTransactionError as exc:
+            failed_marker = marker_rk is not None and exc.index == 0
+            if exc.status_code == 409 and failed_marker:
+                # index 0 is also the SDK's default when the service names no index: confirm.
+                if self._get(self.messages, pk, marker_rk or "") is not None:
+                    return "duplicate"
+                return "conflict"
+            if exc.status_code in (404, 409, 412):
+                return "conflict"
+            if exc.status_code in (408, 429, 500, 502, 503, 504):
+                raise Transient(f"storage answered {exc.status_code}") from exc
+            raise
+
+    def _write_index(self, addr: str, message_id: str, row: Mapping[str, Any]) -> None:
+        rk = row.get("indexRk")
+        if not rk:
+            return
+        entity = {
+            "PartitionKey": addr,
+            "RowKey": rk,
+            "messageId": message_id,
+            "address": row.get("address"),
+            "sender": row.get("sender"),
+            "at": row.get("indexAt"),
+        }
+        with storage_errors():
+            self.index.upsert_entity(_clean(entity), mode=UpdateMode.MERGE)
+
+
+def _timeline_entry(report: DeliveryReport | EngagementReport) -> dict[str, Any]:
+    env = report.envelope
+    entry: dict[str, Any] = {
+        "eventId": env.event_id,
+        "eventType": env.event_type,
+        "schema": env.schema.value,
+        "eventTime": iso(env.event_time) if env.event_time else None,
+        "recordedAt": iso(datetime.now(UTC)),
+    }
+    if isinstance(report, DeliveryReport):
+        entry |= {
+            "kind": "delivery",
+            "at": iso(report.attempt_at),
+            "acsStatus": report.acs_status,
+            "statusMessage": (report.status_message or "")[:4096] or None,
+            "mailServer": report.mail_server,
+        }
+    else:
+        entry |= {
+            "kind": "engagement",
+            "at": iso(report.action_at),
+            "engagementType": report.engagement_type_raw,
+            "context": report.context,
+            "userAgent": report.user_agent,
+        }
+    return _clean(entry)
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"…[truncated {len(text) - limit} characters]"
+    return text[: limit - len(marker)] + marker
+
+
+def _encode_token(token: Any) -> str:
+    raw = json.dumps(token, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(value: str) -> Any:
+    problem = InvalidInput(
+        title="Invalid continuation token",
+        problems=[Problem("continuation", "not a token this API returned")],
+    )
+    if len(value) > 2048:
+        raise problem
+    try:
+        token = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, binascii.Error):
+        raise problem from None
+    if not isinstance(token, dict) or not all(isinstance(v, str) for v in token.values()):
+        raise problem
+    return token

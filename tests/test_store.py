@@ -1,0 +1,200 @@
+"""The store against a real Azurite: idempotent, order-independent, no lost updates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared import keys, views
+from shared.events import DeliveryReport, EngagementReport, parse_event
+from shared.store import MessageStore
+
+from .factories import delivery_event, engagement_event
+
+CLASSIFIED: dict[str, Any] = {"reason": None, "bounceType": None, "explanation": "test"}
+
+
+@pytest.fixture(scope="module")
+def store(storage_connection_string: str) -> MessageStore:
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    s = MessageStore(service, "S" + uuid.uuid4().hex[:8])
+    s.create_tables()
+    return s
+
+
+def _delivery(event: dict[str, Any]) -> DeliveryReport:
+    parsed = parse_event(event)
+    assert isinstance(parsed, DeliveryReport)
+    return parsed
+
+
+def _record(store: MessageStore, event: dict[str, Any]) -> Any:
+    parsed = parse_event(event)
+    if isinstance(parsed, EngagementReport):
+        return store.record_engagement(parsed)
+    assert isinstance(parsed, DeliveryReport)
+    return store.record_delivery(parsed, {**CLASSIFIED, "reason": parsed.acs_status.lower()})
+
+
+def _final(store: MessageStore, message_id: str) -> dict[str, Any]:
+    """Every row of the message, minus what legitimately differs (write times, etags)."""
+    rows = {}
+    for row in store.message_rows(message_id):
+        rows[row["RowKey"]] = {
+            k: v for k, v in row.items() if k not in {"updatedAt", "recordedAt", "Timestamp"}
+        }
+    return rows
+
+
+def test_record_and_lookup(store: MessageStore) -> None:
+    mid = str(uuid.uuid4())
+    result = _record(store, delivery_event(mid, "Alice@Example.com", "Delivered", 3))
+    assert result.changed
+    assert not result.duplicate
+    view = views.message_view(mid, store.message_rows(mid))
+    assert view is not None
+    (recipient,) = view["recipients"]
+    assert recipient["address"] == "Alice@Example.com"
+    assert recipient["status"] == "delivered"
+    assert len(recipient["timeline"]) == 1
+
+
+def test_duplicate_event_is_one(store: MessageStore) -> None:
+    mid = str(uuid.uuid4())
+    event = delivery_event(mid, "bob@example.com", "Bounced", 1)
+    first = _record(store, event)
+    again = [_record(store, event) for _ in range(3)]
+    assert first.changed
+    assert all(r.duplicate and not r.changed for r in again)
+    rows = store.message_rows(mid)
+    assert sum(1 for r in rows if r["RowKey"].startswith("t|")) == 1
+
+
+def test_address_case_insensitive_and_unsafe_characters(store: MessageStore) -> None:
+    mid = "weird/id#1?x\\y"
+    odd = "o'brien/#?\\%|x@Example.com"
+    _record(store, delivery_event(mid, odd, "Failed", 1))
+    _record(store, delivery_event(mid, odd.upper(), "Delivered", 2))
+    view = views.message_view(mid, store.message_rows(mid))
+    assert view is not None
+    (recipient,) = view["recipients"]
+    assert recipient["status"] == "delivered"
+    assert len(recipient["timeline"]) == 2
+    items, _ = store.recipient_history(odd.lower(), 10, None)
+    assert [i["messageId"] for i in items] == [mid]
+
+
+def test_history_newest_first_and_paged(store: MessageStore) -> None:
+    addr = f"hist-{uuid.uuid4().hex[:6]}@example.com"
+    mids = [str(uuid.uuid4()) for _ in range(5)]
+    for n, mid in enumerate(mids):
+        _record(store, delivery_event(mid, addr, "Delivered", n * 60))
+    page1, token = store.recipient_history(addr, 3, None)
+    assert token
+    page2, token2 = store.recipient_history(addr, 3, token)
+    assert token2 is None
+    got = [i["messageId"] for i in page1 + page2]
+    assert got == list(reversed(mids))
+    assert all(i["statusRow"]["status"] == "delivered" for i in page1 + page2)
+
+
+EVENT_SPECS = st.lists(
+    st.tuples(
+        st.sampled_from(["a@example.com", "B@example.com"]),
+        st.sampled_from(["Delivered", "Bounced", "Failed", "Expanded", "view", "click"]),
+        st.integers(min_value=0, max_value=3),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(EVENT_SPECS, st.randoms(use_true_random=False), st.integers(min_value=0, max_value=3))
+def test_permutations_with_duplicates_give_identical_rows(
+    store: MessageStore, spec: list[tuple[str, str, int]], rnd: Any, dupes: int
+) -> None:
+    def events_for(mid: str) -> list[dict[str, Any]]:
+        out = []
+        for i, (addr, kind, t) in enumerate(spec):
+            eid = f"ev-{i}"
+            if kind in {"view", "click"}:
+                out.append(engagement_event(mid, addr, kind, t, f"https://x/{t}", event_id=eid))
+            else:
+                out.append(delivery_event(mid, addr, kind, t, event_id=eid))
+        return out
+
+    mid_a, mid_b = str(uuid.uuid4()), str(uuid.uuid4())
+    for event in events_for(mid_a):
+        _record(store, event)
+    shuffled = events_for(mid_b)
+    shuffled += [shuffled[rnd.randrange(len(shuffled))] for _ in range(dupes)]
+    rnd.shuffle(shuffled)
+    for event in shuffled:
+        _record(store, event)
+
+    def normalized(mid: str) -> str:
+        return json.dumps(_final(store, mid), sort_keys=True).replace(mid, "MID")
+
+    assert normalized(mid_a) == normalized(mid_b)
+
+
+def test_concurrent_writers_lose_nothing(store: MessageStore) -> None:
+    mid = str(uuid.uuid4())
+    addr = "race@example.com"
+    events = [delivery_event(mid, addr, "Failed", n, event_id=f"f{n}") for n in range(12)]
+    events.append(delivery_event(mid, addr, "Delivered", 100, event_id="winner"))
+    views_ = [engagement_event(mid, addr, "view", 200 + n, event_id=f"v{n}") for n in range(12)]
+    barrier = threading.Barrier(len(events) + len(views_))
+    errors: list[BaseException] = []
+
+    def run(event: dict[str, Any]) -> None:
+        try:
+            barrier.wait()
+            _record(store, event)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in events + views_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = {r["RowKey"]: r for r in store.message_rows(mid)}
+    status = rows[keys.status_row(keys.address_key(addr))]
+    assert status["status"] == "delivered"
+    assert status["eventId"] == "winner"
+    assert rows[keys.engagement_row(keys.address_key(addr))]["opens"] == 12
+    assert sum(1 for k in rows if k.startswith("t|")) == 25
+
+
+def test_engagement_without_recipient_attributed_to_single_recipient(store: MessageStore) -> None:
+    mid = str(uuid.uuid4())
+    _record(store, delivery_event(mid, "solo@example.com", "Delivered", 1))
+    _record(store, engagement_event(mid, None, "view", 5))
+    view = views.message_view(mid, store.message_rows(mid))
+    assert view is not None
+    assert view["recipients"][0]["engagement"]["opens"] == 1
+    assert view["unattributedEngagement"] is None
+
+
+def test_quarantine_truncates_safely(store: MessageStore) -> None:
+    raw = "x" * 200_000
+    store.quarantine(raw, "statusMessage longer than 16384 characters", "evt-1", "T")
+    rows = list(store.quarantine_table.list_entities())
+    mine = [r for r in rows if r.get("eventId") == "evt-1"]
+    assert mine
+    assert mine[0]["rawLength"] == 200_000
+    assert len(mine[0]["raw"]) <= 30_000
