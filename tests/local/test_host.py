@@ -1,0 +1,528 @@
+"""local/host.py serving tests/local/sample_app.py over real HTTP, against the session Azurite."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import httpx
+import pytest
+import uvicorn
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+from starlette.applications import Starlette
+
+from local.azurite import Azurite
+from local.host import (
+    CronSchedule,
+    compile_route,
+    create_host_app,
+    list_functions,
+    load_host_config,
+    parse_schedule,
+    parse_timespan,
+)
+from local.ports import free_port
+from tests.local import sample_app
+
+KEY = "test-function-key"
+EVENT_GRID = "/runtime/webhooks/eventgrid"
+
+
+@contextlib.contextmanager
+def serve(app: Starlette) -> Iterator[str]:
+    """uvicorn in a background thread on a free port; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during startup"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def queue_client(azurite: Azurite, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(azurite.connection_string, name)
+
+
+@pytest.fixture(scope="module")
+def queue_name() -> str:
+    return "sample-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def host_app(azurite: Azurite, queue_name: str) -> Starlette:
+    settings = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "SAMPLE_QUEUE_NAME": queue_name,
+        # host.json overrides the way Azure app settings write them, so the poison test is fast.
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2",
+        "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.200",
+    }
+    return create_host_app(sample_app.app, function_key=KEY, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def client(host_app: Starlette) -> Iterator[httpx.Client]:
+    with serve(host_app) as base_url, httpx.Client(base_url=base_url, timeout=10) as c:
+        yield c
+    # Shut down: pollers, timers and both thread pools are gone.
+    assert host_app.state.host.tasks == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("host-")]
+
+
+# --- HTTP triggers -------------------------------------------------------------------------
+
+RECIPIENT = "/api/messages/m-1/recipients/a%40b.example"
+
+
+@pytest.mark.parametrize(
+    ("headers", "params", "status"),
+    [
+        ({}, {}, 401),
+        ({"x-functions-key": "wrong"}, {}, 401),
+        ({}, {"code": "wrong"}, 401),
+        ({"x-functions-key": KEY}, {}, 200),
+        ({}, {"code": KEY}, 200),
+    ],
+    ids=["no-key", "wrong-header", "wrong-code", "header", "code"],
+)
+def test_function_level_route_needs_the_key(
+    client: httpx.Client, headers: dict[str, str], params: dict[str, str], status: int
+) -> None:
+    assert client.get(RECIPIENT, headers=headers, params=params).status_code == status
+
+
+def test_route_and_query_params_reach_the_function(client: httpx.Client) -> None:
+    reply = client.get(
+        RECIPIENT, params=[("x", "1"), ("x", "2"), ("y", "z")], headers={"x-functions-key": KEY}
+    )
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["route"] == {"messageId": "m-1", "address": "a@b.example"}
+    assert body["query"] == {"x": "1,2", "y": "z"}
+    assert body["function"] == "get_recipient"
+    assert body["url"].startswith(str(client.base_url) + "/api/messages/m-1/")
+
+
+def test_anonymous_route_is_open_and_case_insensitive(client: httpx.Client) -> None:
+    reply = client.get("/API/Hello/Ada", params={"greeting": "hi"})
+    assert reply.status_code == 200
+    assert reply.json() == {"name": "Ada", "greeting": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "item"),
+    [("/api/items", 200, None), ("/api/items/42", 200, "42"), ("/api/items/abc", 404, None)],
+)
+def test_optional_int_parameter(
+    client: httpx.Client, path: str, status: int, item: str | None
+) -> None:
+    reply = client.get(path)
+    assert reply.status_code == status
+    if status == 200:
+        assert reply.json() == {"id": item}
+
+
+def test_unknown_route_is_404_and_wrong_method_405(client: httpx.Client) -> None:
+    assert client.get("/api/nothing-here").status_code == 404
+    assert client.get("/not-under-the-prefix").status_code == 404
+    wrong = client.post("/api/hello/Ada")
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET"
+
+
+def test_post_body_and_reply_headers_round_trip(client: httpx.Client) -> None:
+    payload = json.dumps({"to": "a@b.example", "text": "héllo"}).encode()
+    reply = client.post(
+        "/api/echo",
+        content=payload,
+        headers={"x-functions-key": KEY, "content-type": "application/json"},
+    )
+    assert reply.status_code == 201
+    assert reply.content == payload
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["x-echo-method"] == "POST"
+
+
+def test_exception_is_a_500_without_details(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="local.host"):
+        reply = client.get("/api/boom")
+    assert reply.status_code == 500
+    assert "secret" not in reply.text
+    assert "Traceback" not in reply.text
+    assert any("explode" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+# --- Event Grid triggers -------------------------------------------------------------------
+
+
+def grid_event(n: int) -> dict[str, Any]:
+    return {
+        "id": f"evt-{n}-{uuid.uuid4().hex[:6]}",
+        "topic": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Communication/x",
+        "subject": f"sender/x/message/{n}",
+        "eventType": "Microsoft.Communication.EmailDeliveryReportReceived",
+        # Seven fractional digits, as Event Grid writes them: the converter trims to six.
+        "eventTime": "2024-05-01T10:00:00.1234567Z",
+        "data": {"n": n},
+        "dataVersion": "1.0",
+    }
+
+
+def cloud_event(n: int) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"ce-{n}-{uuid.uuid4().hex[:6]}",
+        "source": "/alerts",
+        "type": "Local.Alert",
+        "time": "2024-05-01T10:00:00Z",
+        "data": {"n": n},
+    }
+
+
+def post_grid(
+    client: httpx.Client, body: Any, kind: str | None = "Notification", **params: str
+) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if kind is not None:
+        headers["aeg-event-type"] = kind
+    query = {"functionName": "record_event", "code": KEY, **params}
+    return client.post(EVENT_GRID, params=query, headers=headers, content=json.dumps(body))
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[Any]]:
+    sample_app.events.clear()
+    sample_app.fail_next_event.clear()
+    yield sample_app.events
+    sample_app.fail_next_event.clear()
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"functionName": "record_event"}, 401),
+        ({"functionName": "record_event", "code": "wrong"}, 401),
+        ({"functionName": "no_such_function", "code": KEY}, 404),
+    ],
+    ids=["no-key", "wrong-key", "unknown-function"],
+)
+def test_event_grid_key_and_function_name(
+    client: httpx.Client, params: dict[str, str], status: int
+) -> None:
+    headers = {"aeg-event-type": "Notification"}
+    reply = client.post(EVENT_GRID, params=params, headers=headers, content="[]")
+    assert reply.status_code == status
+
+
+def test_subscription_validation_handshake(client: httpx.Client, recorded: list[Any]) -> None:
+    validation = {
+        "id": "v-1",
+        "topic": "/subscriptions/x",
+        "subject": "",
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+        "eventTime": "2024-05-01T10:00:00Z",
+        "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"},
+        "dataVersion": "2",
+    }
+    reply = post_grid(client, [validation], kind="SubscriptionValidation")
+    assert reply.status_code == 200
+    assert reply.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    assert recorded == []
+
+
+def test_notification_batch_invokes_once_per_event(
+    client: httpx.Client, recorded: list[Any]
+) -> None:
+    batch = [grid_event(n) for n in range(3)]
+    assert post_grid(client, batch).status_code == 200
+    assert sorted(e.id for e in recorded) == sorted(e["id"] for e in batch)
+    first = next(e for e in recorded if e.id == batch[0]["id"])
+    assert isinstance(first, func.EventGridEvent)
+    assert first.event_type == "Microsoft.Communication.EmailDeliveryReportReceived"
+    assert first.event_time == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    assert first.get_json() == {"n": 0}
+
+
+def test_one_failing_event_fails_the_batch(client: httpx.Client, recorded: list[Any]) -> None:
+    sample_app.fail_next_event.set()
+    assert post_grid(client, [grid_event(1), grid_event(2)]).status_code == 500
+    assert len(recorded) == 1  # the other one ran; Event Grid redelivers both
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ([{"id": "1"}], None),
+        ({"id": "not-an-array"}, "Notification"),
+        (["not-an-object"], "Notification"),
+        ([{"id": "1", "eventTime": "yesterday"}], "Notification"),
+        ([{"data": {}}], "SubscriptionValidation"),
+        ([], "SomethingElse"),
+    ],
+    ids=["no-aeg-header", "object", "array-of-strings", "bad-time", "no-code", "unknown-kind"],
+)
+def test_malformed_event_grid_requests_are_400(
+    client: httpx.Client, recorded: list[Any], body: Any, kind: str | None
+) -> None:
+    assert post_grid(client, body, kind=kind).status_code == 400
+    assert recorded == []
+
+
+def test_invalid_json_is_400(client: httpx.Client) -> None:
+    params = {"functionName": "record_event", "code": KEY}
+    headers = {"aeg-event-type": "Notification"}
+    assert client.post(EVENT_GRID, params=params, headers=headers, content="{").status_code == 400
+
+
+def test_cloudevents_abuse_protection_handshake(client: httpx.Client) -> None:
+    reply = client.options(
+        EVENT_GRID,
+        params={"functionName": "record_event", "code": KEY},
+        headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
+    )
+    assert reply.status_code == 200
+    assert reply.headers["webhook-allowed-origin"] == "eventgrid.azure.net"
+    assert reply.headers["webhook-allowed-rate"] == "*"
+
+
+def test_cloudevents_single_and_batch(client: httpx.Client, recorded: list[Any]) -> None:
+    params = {"functionName": "record_event", "code": KEY}
+    single, batch = cloud_event(0), [cloud_event(1), cloud_event(2)]
+    reply = client.post(
+        EVENT_GRID,
+        params=params,
+        headers={"content-type": "application/cloudevents+json; charset=utf-8"},
+        content=json.dumps(single),
+    )
+    assert reply.status_code == 200
+    reply = client.post(
+        EVENT_GRID,
+        params=params,
+        headers={"content-type": "application/cloudevents-batch+json"},
+        content=json.dumps(batch),
+    )
+    assert reply.status_code == 200
+    assert sorted(e.id for e in recorded) == sorted(e["id"] for e in [single, *batch])
+    assert all(isinstance(e, func.CloudEvent) for e in recorded)
+    first = next(e for e in recorded if e.id == single["id"])
+    assert (first.source, first.type, first.get_json()) == ("/alerts", "Local.Alert", {"n": 0})
+
+
+# --- queue triggers ------------------------------------------------------------------------
+
+
+def test_queue_message_is_processed_and_deleted(
+    client: httpx.Client, azurite: Azurite, queue_name: str
+) -> None:
+    queue = queue_client(azurite, queue_name)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    encoded = "job-" + uuid.uuid4().hex
+    plain = "{plain-" + uuid.uuid4().hex + "}"  # not base64: passed through as text
+    queue.send_message(base64.b64encode(encoded.encode()).decode())
+    queue.send_message(plain)
+    eventually(lambda: {encoded, plain} <= {body for body, _ in sample_app.queue_messages})
+    assert (encoded, 1) in sample_app.queue_messages
+    eventually(lambda: queue.get_queue_properties().approximate_message_count == 0)
+
+
+def test_failing_message_moves_to_poison_after_max_dequeue_count(
+    client: httpx.Client, azurite: Azurite, queue_name: str
+) -> None:
+    queue = queue_client(azurite, queue_name)
+    poison = queue_client(azurite, f"{queue_name}-poison")
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    original = base64.b64encode(sample_app.POISON_MARKER.encode()).decode()
+    queue.send_message(original)
+
+    def poisoned() -> bool:
+        with contextlib.suppress(Exception):
+            return [m.content for m in poison.peek_messages(max_messages=5)] == [original]
+        return False
+
+    eventually(poisoned)
+    tries = [count for body, count in sample_app.queue_messages if body == "fail"]
+    assert tries == [1, 2]  # maxDequeueCount 2, one second apart (visibilityTimeout)
+    eventually(lambda: queue.get_queue_properties().approximate_message_count == 0)
+
+
+# --- timer triggers ------------------------------------------------------------------------
+
+
+def test_timer_fires_every_second(client: httpx.Client) -> None:
+    before = len(sample_app.ticks)
+    eventually(lambda: len(sample_app.ticks) >= before + 2, timeout=4)
+    assert not any(sample_app.ticks)  # none past due
+
+
+def test_listing_names_every_function(host_app: Starlette) -> None:
+    lines = list_functions(host_app, "http://127.0.0.1:7071")
+    assert "say_hello: [GET] http://127.0.0.1:7071/api/hello/{name}" in lines
+    assert any(line.startswith("record_event: eventGridTrigger http://") for line in lines)
+    assert any(line.startswith("work_queue_item: queueTrigger (queue sample-") for line in lines)
+    assert "tick: timerTrigger (schedule * * * * * *)" in lines
+    assert KEY not in "\n".join(lines)  # a key not from the default is never printed
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def test_shutdown_stops_pollers_timers_and_threads(azurite: Azurite) -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    ticks: list[bool] = []
+
+    @app.timer_trigger(schedule="*/1 * * * * *", arg_name="timer", run_on_startup=True)
+    def count(timer: func.TimerRequest) -> None:
+        ticks.append(timer.past_due)
+
+    @app.queue_trigger(arg_name="msg", queue_name="idle-" + uuid.uuid4().hex[:12], connection="")
+    def idle(msg: func.QueueMessage) -> None:
+        pass
+
+    host_app = create_host_app(
+        app, function_key=KEY, settings={"AzureWebJobsStorage": azurite.connection_string}
+    )
+    with serve(host_app):
+        eventually(lambda: len(ticks) >= 1, timeout=3)  # run_on_startup: no wait for a tick
+        host = host_app.state.host
+        assert len(host.tasks) == 2
+        assert not any(t.done() for t in host.tasks)
+        threads = [t for pool in (host._pool, host._io) for t in pool._threads]
+        assert threads
+    assert host.tasks == []
+    assert not any(t.is_alive() for t in threads)
+    settled = len(ticks)
+    time.sleep(1.2)
+    assert len(ticks) == settled
+
+
+# --- pure parts: schedules, route templates, host.json -------------------------------------
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        ("* * * * * *", "2024-01-01T00:00:00.500", "2024-01-01T00:00:01"),
+        ("0 */5 * * * *", "2024-01-01T00:03:00", "2024-01-01T00:05:00"),
+        ("0 */5 * * * *", "2024-01-01T00:05:00", "2024-01-01T00:10:00"),  # strictly after
+        ("5/15 * * * * *", "2024-01-01T00:00:20", "2024-01-01T00:00:35"),
+        ("10-20/5 0 0 1 1 *", "2024-01-01T00:00:10", "2024-01-01T00:00:15"),
+        ("0 0 9 * * MON-FRI", "2024-01-05T09:00:00", "2024-01-08T09:00:00"),  # Fri -> Mon
+        ("0 30 9 * JAN,JUL SUN", "2024-01-08T00:00:00", "2024-01-14T09:30:00"),
+        ("0 0 0 * * 7", "2024-01-01T00:00:00", "2024-01-07T00:00:00"),  # 7 is Sunday too
+        ("0 0 0 13 * FRI", "2024-01-01T00:00:00", "2024-09-13T00:00:00"),  # day AND weekday
+        ("0 0 12 1 * *", "2024-01-31T12:00:00", "2024-02-01T12:00:00"),
+        ("0 0 0 29 2 *", "2024-03-01T00:00:00", "2028-02-29T00:00:00"),
+        ("0 0 0 31 12 *", "2024-12-31T00:00:00", "2025-12-31T00:00:00"),
+        ("0 0,30 8-9 * * *", "2024-01-01T08:45:00", "2024-01-01T09:00:00"),
+        ("*/10 * * * *", "2024-01-01T00:01:30", "2024-01-01T00:10:00"),  # 5 fields: second 0
+    ],
+)
+def test_ncrontab_next_occurrence(expression: str, after: str, expected: str) -> None:
+    assert CronSchedule.parse(expression).next_after(at(after)) == at(expected)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["", "* * * *", "60 * * * * *", "* * * * 13 *", "* * * * * MOO", "*/0 * * * * *",
+     "5-1 * * * * *", "a/5 * * * * *"],
+)  # fmt: skip
+def test_ncrontab_rejects_bad_expressions(expression: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        CronSchedule.parse(expression)
+
+
+def test_schedule_that_never_fires_says_so() -> None:
+    with pytest.raises(ValueError, match="never fires"):
+        CronSchedule.parse("0 0 0 31 2 *").next_after(at("2024-01-01T00:00:00"))
+
+
+def test_timespan_schedules() -> None:
+    schedule = parse_schedule("00:00:05")
+    assert schedule.next_after(at("2024-01-01T00:00:00")) == at("2024-01-01T00:00:05")
+    assert parse_timespan("1.02:03:04.5") == timedelta(days=1, hours=2, minutes=3, seconds=4.5)
+    with pytest.raises(ValueError, match="TimeSpan"):
+        parse_timespan("25:00:00")
+
+
+GUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "params"),
+    [
+        ("messages/{messageId}", "/messages/abc", {"messageId": "abc"}),
+        ("messages/{messageId}", "/messages/abc/", {"messageId": "abc"}),
+        ("messages/{messageId}", "/messages", None),
+        ("files/{name}.{ext}", "/files/a.b.pdf", {"name": "a.b", "ext": "pdf"}),
+        ("static/{*rest}", "/static/css/site.css", {"rest": "css/site.css"}),
+        ("items/{id:int:min(1)}", "/items/0", None),
+        ("items/{id:int:min(1)}", "/items/7", {"id": "7"}),
+        ("lang/{code:alpha:length(2)}", "/lang/fr", {"code": "fr"}),
+        ("lang/{code:alpha:length(2)}", "/lang/fra", None),
+        ("page/{n=1}", "/page", {"n": "1"}),
+        (r"r/{code:regex(^\d{{3}}$)}", "/r/123", {"code": "123"}),
+        (r"r/{code:regex(^\d{{3}}$)}", "/r/12", None),
+        ("ids/{id:guid}", f"/ids/{GUID}", {"id": GUID}),
+        ("ids/{id:guid}", "/ids/not-a-guid", None),
+    ],
+)  # fmt: skip
+def test_route_templates(template: str, path: str, params: dict[str, str] | None) -> None:
+    assert compile_route(template).match(path) == params
+
+
+def test_host_json_then_setting_overrides(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(
+        json.dumps(
+            {
+                "version": "2.0",
+                "extensions": {
+                    "http": {"routePrefix": ""},
+                    "queues": {"batchSize": 8, "visibilityTimeout": "00:00:10"},
+                },
+            }
+        )
+    )
+    config = load_host_config(
+        tmp_path, {"AzureFunctionsJobHost__Extensions__Queues__MaxDequeueCount": "3"}
+    )
+    assert config.route_prefix == ""
+    assert config.queues.batch_size == 8
+    assert config.queues.visibility_timeout == timedelta(seconds=10)
+    assert config.queues.max_dequeue_count == 3
+    assert config.queues.max_polling_interval == timedelta(minutes=1)  # the default
