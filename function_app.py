@@ -11,6 +11,7 @@ import azure.functions as func
 from shared import web
 from shared.errors import Problem
 from shared.pipeline import record_event
+from shared.settings import SEND_QUEUE
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -27,6 +28,49 @@ def record_delivery_report(event: func.EventGridEvent) -> None:
 @app.event_grid_trigger(arg_name="event")
 def record_engagement_report(event: func.EventGridEvent) -> None:
     record_event(web.event_payload(event))
+
+
+# --- Sending: accept durably over HTTP, send from the queue -------------------------------
+
+
+@app.route(route="emails", methods=["POST"])
+def send_email(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import services
+        from shared.sending.service import accept_send
+
+        base = req.url.split("/api/", 1)[0]
+        result = accept_send(
+            services.outbox(),
+            req.get_body(),
+            req.headers.get("content-type"),
+            req.headers.get("idempotency-key"),
+            base,
+        )
+        headers = {"Location": result.body["lookupUrl"]} if result.status == 202 else {}
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return web.json_response(result.body, result.status, headers)
+
+    return web.respond(req, handle)
+
+
+@app.queue_trigger(arg_name="item", queue_name=SEND_QUEUE, connection="AzureWebJobsStorage")
+def send_queued_email(item: func.QueueMessage) -> None:
+    from shared import services
+    from shared.sending.service import send_queued
+
+    send_queued(services.outbox(), item.get_body().decode("utf-8", "replace"))
+
+
+@app.queue_trigger(
+    arg_name="item", queue_name=f"{SEND_QUEUE}-poison", connection="AzureWebJobsStorage"
+)
+def fail_poisoned_email(item: func.QueueMessage) -> None:
+    from shared import services
+    from shared.sending.service import fail_poisoned
+
+    fail_poisoned(services.outbox(), item.get_body().decode("utf-8", "replace"))
 
 
 # --- Lookup API -----------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from .settings import get_settings
+from .settings import SEND_QUEUE, get_settings
 
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
 
+    from .sending.outbox import Outbox
     from .store import MessageStore
+    from .suppressions import SuppressionList
 
 
 @cache
@@ -35,8 +37,59 @@ def message_store() -> MessageStore:
     return store
 
 
+@cache
+def suppression_list() -> SuppressionList:
+    from .suppressions import SuppressionList
+
+    suppressions = SuppressionList(table_service(), get_settings().table_prefix)
+    suppressions.create_table()
+    return suppressions
+
+
+@cache
+def outbox() -> Outbox:
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    from .sending.outbox import Outbox
+
+    settings = get_settings()
+    # The Functions queue trigger expects base64 message text (host default messageEncoding).
+    encode = TextBase64EncodePolicy()
+    if settings.storage_connection_string:
+        conn = settings.storage_connection_string
+        queue = QueueClient.from_connection_string(conn, SEND_QUEUE, message_encode_policy=encode)
+        blobs = BlobServiceClient.from_connection_string(conn)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+        account = settings.storage_account_name
+        queue = QueueClient(
+            f"https://{account}.queue.core.windows.net",
+            SEND_QUEUE,
+            credential=credential,
+            message_encode_policy=encode,
+        )
+        blobs = BlobServiceClient(f"https://{account}.blob.core.windows.net", credential)
+    box = Outbox(
+        message_store(),
+        table_service(),
+        queue,
+        blobs.get_container_client(settings.payload_container),
+        settings.table_prefix,
+    )
+    box.create()
+    return box
+
+
 def reset() -> None:
     """Forget every client (tests switch settings between cases)."""
+    from . import acs
+
     get_settings.cache_clear()
     table_service.cache_clear()
     message_store.cache_clear()
+    suppression_list.cache_clear()
+    outbox.cache_clear()
+    acs.email_client.cache_clear()

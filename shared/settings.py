@@ -21,8 +21,7 @@ class Settings:
     storage_connection_string: str | None
     storage_account_name: str | None
     table_prefix: str
-    # Send pipeline (accept-then-send through a Storage queue).
-    send_queue_name: str
+    # Send pipeline (accept-then-send through the Storage queue SEND_QUEUE).
     payload_container: str
     acs_endpoint: str | None
     acs_connection_string: str | None
@@ -45,6 +44,8 @@ class Settings:
 
 
 _TRUE = {"1", "true", "yes", "on"}
+# Fixed, because the queue trigger's binding names it (function_app.py).
+SEND_QUEUE = "email-send"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
@@ -82,7 +83,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage_connection_string=conn,
         storage_account_name=account,
         table_prefix=env.get("TABLE_PREFIX", "").strip() or "Email",
-        send_queue_name=env.get("SEND_QUEUE_NAME", "").strip() or "email-send",
         payload_container=env.get("PAYLOAD_CONTAINER", "").strip() or "email-payloads",
         acs_endpoint=_opt(env, "ACS_ENDPOINT"),
         acs_connection_string=_opt(env, "ACS_CONNECTION_STRING"),

@@ -1,0 +1,132 @@
+"""`make demo`: send to the mailbox simulator through the running stack and show what happened."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from typing import Any
+
+import httpx
+
+from .stack import read_stack_info
+
+ADDRESSES = [
+    "delivered@simulator.test",
+    "bounce@simulator.test",
+    "mailboxfull@simulator.test",
+    "spam@simulator.test",
+    "blocked@simulator.test",
+    "quarantine@simulator.test",
+    "suppressed@simulator.test",
+    "expired@simulator.test",
+    "unknown-status@simulator.test",
+    "opened@simulator.test",
+    "clicked@simulator.test",
+]
+PENDING = {"accepted", "sent", None}
+
+
+def _client(info: dict[str, Any]) -> httpx.Client:
+    return httpx.Client(
+        base_url=info["base_url"], headers={"x-functions-key": info["function_key"]}, timeout=30
+    )
+
+
+def send(client: httpx.Client) -> str:
+    body = {
+        "to": [{"address": a} for a in ADDRESSES],
+        "subject": "Your receipt",
+        "plainText": "Thanks for your order.",
+        "html": '<p>Thanks for your order. <a href="https://shop.example/orders/42">View</a></p>',
+        "tags": {"kind": "receipt"},
+        "metadata": {"orderId": "42"},
+    }
+    reply = client.post(
+        "/api/emails", json=body, headers={"Idempotency-Key": f"demo-{time.time()}"}
+    )
+    if reply.status_code != 202:
+        sys.exit(f"send failed: {reply.status_code} {reply.text}")
+    return str(reply.json()["messageId"])
+
+
+def wait_for_reports(client: httpx.Client, message_id: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view: dict[str, Any] = client.get(f"/api/emails/{message_id}").json()
+        recipients = view.get("recipients", [])
+        engaged = {r["address"]: r["engagement"] for r in recipients}
+        done = all(r["status"] not in PENDING for r in recipients)
+        opened = engaged.get("opened@simulator.test", {}).get("opens", 0) > 0
+        clicked = engaged.get("clicked@simulator.test", {}).get("clicks", 0) > 0
+        if (done and opened and clicked) or time.monotonic() > deadline:
+            return view
+        time.sleep(0.5)
+
+
+def table(view: dict[str, Any]) -> str:
+    rows = [("recipient", "status", "bounce", "reason", "code", "explanation")]
+    for r in view["recipients"]:
+        eng = r["engagement"]
+        extra = (
+            f" [opens {eng['opens']}, clicks {eng['clicks']}]"
+            if eng["opens"] or eng["clicks"]
+            else ""
+        )
+        rows.append(
+            (
+                r["address"],
+                str(r["status"]),
+                str(r.get("bounceType") or "-"),
+                str(r.get("reason") or "-"),
+                str(r.get("enhancedCode") or r.get("smtpCode") or "-"),
+                textwrap.shorten((r.get("explanation") or "") + extra, 90),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[5]
+        )
+        if n == 0:
+            lines.append("-" * (sum(widths) + 2 * 5 + 40))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    info = read_stack_info()
+    with _client(info) as client:
+        message_id = send(client)
+        print(
+            f"sent message {message_id} to {len(ADDRESSES)} simulator recipients; "
+            "waiting for reports…"
+        )
+        view = wait_for_reports(client, message_id)
+        print()
+        print(table(view))
+        print(f"\nlookup: {info['base_url']}/api/emails/{message_id}")
+        _show_suppressions_and_alerts(client, info)
+
+
+def _show_suppressions_and_alerts(client: httpx.Client, info: dict[str, Any]) -> None:
+    reply = client.get("/api/suppressions/bounce@simulator.test")
+    if reply.status_code == 200:
+        s = reply.json()
+        print(f"\nsuppression list: bounce@simulator.test → {s.get('status')} ({s.get('reason')})")
+    sink = info["alerts_url"].rsplit("/api", 1)[0] + "/sinks/alerts"
+    try:
+        events = httpx.get(sink, timeout=5).json()
+    except httpx.HTTPError:
+        return
+    if isinstance(events, dict):
+        events = events.get("events", [])
+    if events:
+        print(f"\nalerts received by the local subscriber ({len(events)}):")
+        for e in events[-10:]:
+            data = e.get("data") or {}
+            print(f"  {e.get('type')}: message {data.get('messageId')} {data.get('reason') or ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Send use cases: accept a request (HTTP) and send one queued message (queue worker).
+
+The worker schedules its own retries by re-enqueueing with a visibility delay instead of
+raising, so throttling (429, our own rate limit) never uses up the queue's dequeue count; only
+unexpected errors (storage down, bugs) raise, and after maxDequeueCount those land in the poison
+queue, whose handler fails the message for good. Either way nothing accepted is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Conflict, InvalidInput, Problem
+from ..settings import Settings, get_settings
+from ..state import Fact
+from ..status import Status
+from . import policy
+from .outbox import SendState
+from .validation import SenderPolicy, parse_send_request
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def sender_policy(settings: Settings) -> SenderPolicy:
+    return SenderPolicy(
+        sender_domain=settings.sender_domain,
+        allowlist=settings.sender_allowlist,
+        default_sender=settings.default_sender,
+    )
+
+
+def accept_send(
+    outbox: Outbox,
+    body: bytes,
+    content_type: str | None,
+    idempotency_key: str | None,
+    base_url: str,
+) -> Accepted:
+    from ..services import suppression_list
+
+    settings = get_settings()
+    request = parse_send_request(body, content_type, sender_policy(settings))
+    message_id = str(uuid.uuid4())
+    if idempotency_key is not None:
+        key = idempotency_key.strip()
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+            raise InvalidInput(
+                "Invalid Idempotency-Key",
+                [Problem("Idempotency-Key", "1 to 255 printable characters")],
+            )
+        claim = outbox.begin_idempotent(
+            key,
+            request.fingerprint(),
+            message_id,
+            timedelta(hours=settings.idempotency_window_hours),
+        )
+        if claim.replay is not None:
+            return Accepted(int(claim.replay["status"]), claim.replay["body"], replayed=True)
+        message_id = claim.message_id
+    suppressed = suppression_list().active_for(r.address for r in request.recipients)
+    if len(suppressed) == len({r.key for r in request.recipients}):
+        problems = [
+            Problem(f"recipients[{n}]", f"suppressed since {s.since}: {s.reason}")
+            for n, s in enumerate(suppressed.values())
+        ]
+        raise Conflict("Every recipient is on the suppression list; nothing was sent", problems)
+    now = datetime.now(UTC)
+    outbox.accept(message_id, request, suppressed, now)
+    recipients = []
+    for r in request.recipients:
+        sup = suppressed.get(r.key)
+        entry: dict[str, Any] = {"address": r.address, "status": "accepted"}
+        if sup:
+            entry = {
+                "address": r.address,
+                "status": "suppressed",
+                "reason": sup.reason,
+                "suppressedSince": sup.since,
+            }
+        recipients.append(entry)
+    response = {
+        "messageId": message_id,
+        "status": "accepted",
+        "acceptedAt": now.isoformat(timespec="microseconds"),
+        "recipients": recipients,
+        "lookupUrl": f"{base_url.rstrip('/')}/api/emails/{message_id}",
+    }
+    if idempotency_key is not None:
+        outbox.finish_idempotent(idempotency_key.strip(), {"status": 202, "body": response})
+    log.info(
+        "send accepted: message=%s recipients=%d suppressed=%d",
+        message_id,
+        len(recipients),
+        len(suppressed),
+    )
+    return Accepted(202, response, replayed=False)
+
+
+def send_queued(outbox: Outbox, work_item: str) -> str:
+    """Process one work item; returns what happened (for logs and tests)."""
+    from .. import acs
+
+    try:
+        item = json.loads(work_item)
+        message_id = str(item["messageId"])
+        attempt = int(item.get("attempt", 0))
+    except (ValueError, KeyError, TypeError):
+        log.error("send queue: unreadable work item dropped (%d bytes)", len(work_item))
+        return "unreadable"
+    settings = get_settings()
+    now = datetime.now(UTC)
+    row = outbox.message(message_id)
+    if row is None:
+        log.error("send queue: no message row for %s; dropped", message_id)
+        return "missing"
+    if row.get("sendState") in (SendState.SENT, SendState.FAILED):
+        return "already-done"
+    wait = outbox.take_send_slot(now, settings.send_rate_per_minute, settings.send_rate_per_hour)
+    if wait > 0:
+        outbox.enqueue(message_id, attempt, delay_s=wait)
+        return "rate-limited"
+    claimed = outbox.claim(message_id, now)
+    if claimed is None:
+        if outbox.message(message_id) is not None:
+            outbox.enqueue(message_id, attempt, delay_s=30)  # look again after the other worker
+        return "claimed-elsewhere"
+    message = outbox.payload(message_id, claimed)
+    if message is None:
+        _fail(outbox, message_id, "PayloadMissing", "The stored message content is gone.", now)
+        return "failed"
+    answer = acs.send(message, operation_id=message_id)
+    if answer.accepted:
+        sent = Fact(Status.SENT, now, "sent", sent_at=now)
+        outbox.finish(message_id, SendState.SENT, sent, now, {"sentAt": now.isoformat()})
+        log.info("send: message=%s handed to ACS (attempt %d)", message_id, attempt + 1)
+        return "sent"
+    decision = policy.decide(answer.status, answer.error_code, answer.retry_after, attempt)
+    if decision.verdict is policy.Verdict.PERMANENT:
+        explanation = decision.explanation or ""
+        if answer.error_message:
+            explanation = f"{explanation} ACS said: {answer.error_message}"
+        _fail(outbox, message_id, decision.code or "AcsRejected", explanation, now)
+        return "failed"
+    outbox.release(message_id)
+    next_attempt = attempt + (1 if decision.verdict is policy.Verdict.BACKOFF else 0)
+    outbox.enqueue(message_id, next_attempt, delay_s=decision.delay_s)
+    log.warning(
+        "send: message=%s ACS %s (%s); retry in %.0fs",
+        message_id,
+        answer.status,
+        decision.verdict.value,
+        decision.delay_s,
+    )
+    return decision.verdict.value
+
+
+def fail_poisoned(outbox: Outbox, work_item: str) -> str:
+    """A work item that kept raising: the message fails for good, visibly, payload deleted."""
+    try:
+        message_id = str(json.loads(work_item)["messageId"])
+    except (ValueError, KeyError, TypeError):
+        log.error("send poison queue: unreadable work item (%d bytes)", len(work_item))
+        return "unreadable"
+    row = outbox.message(message_id)
+    if row is None or row.get("sendState") in (SendState.SENT, SendState.FAILED):
+        return "already-done"
+    _fail(
+        outbox,
+        message_id,
+        "SendPoisoned",
+        "Sending kept failing with an unexpected error until the retry budget was spent.",
+        datetime.now(UTC),
+    )
+    return "failed"
+
+
+def _fail(outbox: Outbox, message_id: str, code: str, explanation: str, now: datetime) -> None:
+    classification = {
+        "bounceType": None,
+        "retryable": False,
+        "suppress": False,
+        "reason": "senderror",
+        "smtpCode": None,
+        "enhancedCode": None,
+        "explanation": f"Not sent: {explanation}",
+        "action": "Fix the cause named here and send again; no email went out.",
+        "anymail": {"eventType": "failed", "rejectReason": "other"},
+        "ses": None,
+        "acsErrorCode": code,
+    }
+    fact = Fact(
+        Status.FAILED,
+        now,
+        f"send-failed:{code}",
+        acs_status=None,
+        status_message=code,
+        classification=classification,
+    )
+    outbox.finish(message_id, SendState.FAILED, fact, now, {"failureCode": code})
+    log.warning("send: message=%s failed for good (%s)", message_id, code)

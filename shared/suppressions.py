@@ -1,0 +1,174 @@
+"""The suppression list in Table Storage: one state row per address plus an audit trail.
+
+Table `<p>Suppressions`, PartitionKey = address key (lower-cased, key-safe):
+- RowKey `state`: active, reason, origin, firstSeen, lastSeen, hits, expiresAt, and the time of
+  the last operator reactivation (`reactivatedAt`), so a stale report older than the
+  reactivation cannot suppress the address again.
+- RowKey `a|<newest-first time>|<id>`: one audit row per change (who, why, from what event).
+Checking a send's recipients is one point read per recipient, in parallel.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+
+from . import keys
+from .errors import Transient
+from .state import iso, parse_iso
+from .store import MAX_CONFLICT_RETRIES, storage_errors
+
+STATE_ROW = "state"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    address: str
+    reason: str
+    origin: str
+    since: str
+    expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A requested change to one address's suppression state."""
+
+    active: bool
+    reason: str
+    origin: str  # an event id, or "operator:<name>"
+    at: datetime
+    detail: Mapping[str, Any] | None = None
+    expires_at: datetime | None = None
+    operator: bool = False
+
+
+def _active(row: Mapping[str, Any] | None, now: datetime) -> bool:
+    if not row or not row.get("active"):
+        return False
+    expires = parse_iso(row.get("expiresAt"))
+    return expires is None or expires > now
+
+
+class SuppressionList:
+    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+        self.table = service.get_table_client(f"{prefix}Suppressions")
+
+    def create_table(self) -> None:
+        with storage_errors(), suppress(ResourceExistsError):
+            self.table.create_table()
+
+    def get(self, address: str) -> dict[str, Any] | None:
+        with storage_errors():
+            try:
+                entity = self.table.get_entity(keys.address_key(address), STATE_ROW)
+            except ResourceNotFoundError:
+                return None
+        return {**entity, "_etag": entity.metadata["etag"]}
+
+    def active_for(self, addresses: Iterable[str]) -> dict[str, Suppression]:
+        """The currently suppressed ones among `addresses`, keyed by lower-cased address."""
+        unique = sorted({a.strip().lower() for a in addresses})
+        now = datetime.now(UTC)
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(unique)))) as pool:
+            rows = list(pool.map(self.get, unique))
+        out = {}
+        for address, row in zip(unique, rows, strict=True):
+            if row is not None and _active(row, now):
+                out[address] = Suppression(
+                    address=str(row.get("address") or address),
+                    reason=str(row.get("reason", "")),
+                    origin=str(row.get("origin", "")),
+                    since=str(row.get("firstSeen", "")),
+                    expires_at=row.get("expiresAt"),
+                )
+        return out
+
+    def apply(self, address: str, change: Change) -> tuple[bool, dict[str, Any] | None]:
+        """Apply a change under ETag concurrency; returns (state changed, new state row).
+
+        Automatic changes (from reports) are ignored when older than the last operator
+        reactivation: a late duplicate of the bounce must not undo the operator's decision.
+        """
+        pk = keys.address_key(address)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            current = self.get(address)
+            now = datetime.now(UTC)
+            reactivated = parse_iso((current or {}).get("reactivatedAt"))
+            if not change.operator and reactivated is not None and change.at <= reactivated:
+                return False, current
+            was_active = _active(current, now)
+            row: dict[str, Any] = dict(current or {})
+            row.update(PartitionKey=pk, RowKey=STATE_ROW, address=row.get("address") or address)
+            if change.active:
+                row["hits"] = int(row.get("hits", 0)) + 1
+                row["lastSeen"] = iso(max(change.at, parse_iso(row.get("lastSeen")) or change.at))
+                if not was_active:
+                    row.update(
+                        active=True,
+                        reason=change.reason,
+                        origin=change.origin,
+                        firstSeen=iso(change.at),
+                        expiresAt=iso(change.expires_at) if change.expires_at else None,
+                    )
+            else:
+                if not was_active and current is not None and not change.operator:
+                    return False, current
+                row.update(active=False, reason=change.reason, origin=change.origin)
+                row["expiresAt"] = None
+                if change.operator:
+                    row["reactivatedAt"] = iso(change.at)
+            audit = {
+                "PartitionKey": pk,
+                "RowKey": f"a|{keys.newest_first(int(now.timestamp() * 1000), uuid.uuid4().hex)}",
+                "action": "suppress" if change.active else "reactivate",
+                "reason": change.reason,
+                "origin": change.origin,
+                "at": iso(change.at),
+                "recordedAt": iso(now),
+                "changedState": was_active != change.active,
+            }
+            entity = {k: v for k, v in row.items() if v is not None and k != "_etag"}
+            ops: list[Any] = [("create", audit)]
+            if current is None:
+                ops.append(("create", entity))
+            else:
+                etag = current.get("_etag")
+                ops.append(
+                    (
+                        "update",
+                        entity,
+                        {
+                            "mode": UpdateMode.REPLACE,
+                            "etag": etag,
+                            "match_condition": MatchConditions.IfNotModified,
+                        },
+                    )
+                )
+            try:
+                with storage_errors():
+                    self.table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+            return was_active != change.active, entity
+        raise Transient("suppression row kept changing under us")
+
+    def audit(self, address: str, limit: int = 50) -> list[dict[str, Any]]:
+        pk = keys.address_key(address).replace("'", "''")
+        with storage_errors():
+            rows = self.table.query_entities(
+                f"PartitionKey eq '{pk}' and RowKey ge 'a|' and RowKey lt 'a}}'",
+                results_per_page=limit,
+            )
+            return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]

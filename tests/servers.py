@@ -1,0 +1,57 @@
+"""Run an ASGI app (sandbox, topic, capture endpoint) with uvicorn in a thread, for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from local.ports import free_port
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+class Capture:
+    """An Event Grid publish endpoint that just keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/api/events", self._publish, methods=["POST"])])
+
+    async def _publish(self, request: Request) -> Response:
+        body = await request.json()
+        with self.lock:
+            self.events.extend(body if isinstance(body, list) else [body])
+        return Response(status_code=200)
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock:
+            out, self.events = self.events, []
+        return out
