@@ -110,6 +110,27 @@ def list_recipient_emails(req: func.HttpRequest) -> func.HttpResponse:
     return web.respond(req, handle)
 
 
+@app.route(route="explain", methods=["GET"])
+def explain_status(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared.classification import classify
+        from shared.errors import InvalidInput
+
+        status, message = req.params.get("status"), req.params.get("message")
+        problems = []
+        if not status and not message:
+            problems.append(Problem("message", "give a status message and/or an ACS status"))
+        if message and len(message) > 16_384:
+            problems.append(Problem("message", "at most 16384 characters"))
+        if status and len(status) > 64:
+            problems.append(Problem("status", "at most 64 characters"))
+        if problems:
+            raise InvalidInput("Invalid query parameters", problems)
+        return web.json_response(classify(status, message).to_json())
+
+    return web.respond(req, handle)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def check_health(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:

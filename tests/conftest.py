@@ -59,3 +59,15 @@ def app_env(
     settings.get_settings.cache_clear()
     yield env
     settings.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def app_functions() -> list[Any]:
+    """function_app's registered functions; get_functions() may be called only once per app."""
+    import function_app
+
+    cached = getattr(function_app, "_test_functions", None)
+    if cached is None:
+        cached = function_app.app.get_functions()
+        function_app._test_functions = cached  # type: ignore[attr-defined]
+    return list(cached)
