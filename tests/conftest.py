@@ -61,8 +61,7 @@ def app_env(
     settings.get_settings.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def app_functions() -> list[Any]:
+def registered_functions() -> list[Any]:
     """function_app's registered functions; get_functions() may be called only once per app."""
     import function_app
 
@@ -71,3 +70,8 @@ def app_functions() -> list[Any]:
         cached = function_app.app.get_functions()
         function_app._test_functions = cached  # type: ignore[attr-defined]
     return list(cached)
+
+
+@pytest.fixture(scope="session")
+def app_functions() -> list[Any]:
+    return registered_functions()
