@@ -110,6 +110,76 @@ def list_recipient_emails(req: func.HttpRequest) -> func.HttpResponse:
     return web.respond(req, handle)
 
 
+# --- Suppression list (operators) -----------------------------------------------------------
+
+
+@app.route(route="suppressions/{address}", methods=["GET"])
+def get_suppression(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import services, suppression_admin
+
+        address = req.route_params.get("address", "")
+        return web.json_response(suppression_admin.get(services.suppression_list(), address))
+
+    return web.respond(req, handle)
+
+
+@app.route(route="suppressions/{address}", methods=["PUT"])
+def suppress_address(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import services, suppression_admin
+
+        return web.json_response(
+            suppression_admin.add(
+                services.suppression_list(),
+                req.route_params.get("address", ""),
+                req.get_body(),
+                req.headers.get("content-type"),
+            )
+        )
+
+    return web.respond(req, handle)
+
+
+@app.route(route="suppressions/{address}", methods=["DELETE"])
+def reactivate_address(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import services, suppression_admin
+
+        return web.json_response(
+            suppression_admin.reactivate(
+                services.suppression_list(),
+                req.route_params.get("address", ""),
+                req.get_body(),
+                req.headers.get("content-type"),
+            )
+        )
+
+    return web.respond(req, handle)
+
+
+@app.route(route="suppressions", methods=["GET"])
+def list_suppressions(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import lookup, services, suppression_admin
+        from shared.errors import InvalidInput
+
+        problems: list[Problem] = []
+        limit = web.int_param(req.params, "limit", 50, 1, lookup.MAX_PAGE, problems)
+        if problems:
+            raise InvalidInput("Invalid query parameters", problems)
+        return web.json_response(
+            suppression_admin.list_domain(
+                services.suppression_list(),
+                req.params.get("domain"),
+                limit,
+                req.params.get("continuation") or None,
+            )
+        )
+
+    return web.respond(req, handle)
+
+
 @app.route(route="explain", methods=["GET"])
 def explain_status(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:

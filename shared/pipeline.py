@@ -62,14 +62,56 @@ def record_event(
         log.info("event ignored: type=%.128s", parsed.envelope.event_type)
         return EventOutcome.IGNORED
     if isinstance(parsed, DeliveryReport):
-        classification = classify(parsed.acs_status, parsed.status_message)
-        result = store().record_delivery(parsed, classification.to_json())
+        classification = classify(parsed.acs_status, parsed.status_message).to_json()
+        result = store().record_delivery(parsed, classification)
+        # Also on duplicates: a crash between the two writes is healed by the redelivery,
+        # and the suppression write is idempotent on the event id.
+        if should_suppress(classification):
+            _suppress(parsed, classification)
     else:
         assert isinstance(parsed, EngagementReport)
         result = store().record_engagement(parsed)
     outcome = EventOutcome.DUPLICATE if result.duplicate else EventOutcome.RECORDED
     _log_recorded(parsed, outcome, result.changed)
     return outcome
+
+
+# Spam-filtered and quarantined messages say more about the content than the address: they
+# suppress only when SUPPRESS_ON_SPAM is set.
+_SPAM_REASONS = frozenset({"spamfiltered", "quarantined", "spamdetected"})
+
+
+def should_suppress(classification: Mapping[str, Any]) -> bool:
+    if not classification.get("suppress"):
+        return False
+    return classification.get("reason") not in _SPAM_REASONS or get_settings().suppress_on_spam
+
+
+def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None:
+    from .services import suppression_list
+    from .suppressions import Change
+
+    reason = str(classification.get("reason") or "undefined")
+    detail = {
+        "messageId": report.message_id,
+        "acsStatus": report.acs_status,
+        "bounceType": classification.get("bounceType"),
+        "smtpCode": classification.get("smtpCode"),
+        "enhancedCode": classification.get("enhancedCode"),
+        "explanation": classification.get("explanation"),
+    }
+    changed, _ = suppression_list().apply(
+        report.recipient,
+        Change(
+            active=True,
+            reason=reason,
+            origin=f"event:{report.envelope.event_id}",
+            at=report.attempt_at,
+            detail=detail,
+        ),
+    )
+    if changed:
+        log.info("suppressed: message=%s reason=%s", report.message_id, reason)
 
 
 def _log_recorded(

@@ -34,6 +34,8 @@ class Settings:
     idempotency_window_hours: int
     # Privacy: addresses appear in logs only when this is set.
     log_addresses: bool
+    # Suppress addresses whose message was spam-filtered or quarantined (content, not address).
+    suppress_on_spam: bool
     # Alert fan-out (CloudEvents to an Event Grid custom topic).
     alerts_topic_endpoint: str | None
     alerts_topic_key: str | None
@@ -94,6 +96,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         send_rate_per_hour=_int(env, "SEND_RATE_PER_HOUR", 100, problems),
         idempotency_window_hours=_int(env, "IDEMPOTENCY_WINDOW_HOURS", 24, problems),
         log_addresses=env.get("LOG_ADDRESSES", "").strip().lower() in _TRUE,
+        suppress_on_spam=env.get("SUPPRESS_ON_SPAM", "").strip().lower() in _TRUE,
         alerts_topic_endpoint=_opt(env, "ALERTS_TOPIC_ENDPOINT"),
         alerts_topic_key=_opt(env, "ALERTS_TOPIC_KEY"),
     )

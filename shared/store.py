@@ -50,7 +50,7 @@ from .errors import InvalidInput, Problem, Transient
 from .events import DeliveryReport, EngagementReport
 from .state import Fact, apply_engagement, apply_fact, fact_from_report, iso
 
-MAX_CONFLICT_RETRIES = 8
+MAX_CONFLICT_RETRIES = 12
 MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
 
 
@@ -75,6 +75,11 @@ def storage_errors() -> Iterator[None]:
         if exc.status_code in (408, 429, 500, 502, 503, 504):
             raise Transient(f"storage answered {exc.status_code}") from exc
         raise
+
+
+def backoff(attempt: int) -> None:
+    """Jittered exponential pause between optimistic-concurrency retries (≤ ~0.3 s)."""
+    time.sleep(random.uniform(0, min(0.3, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
 
 
 def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,14 +159,14 @@ class MessageStore:
             outcome = self._submit(ops, pk, marker_rk)
             if outcome == "duplicate":
                 if current is not None:  # heal an index write lost to a crash after the commit
-                    self._write_index(addr, message_id, current)
+                    self.write_index(addr, message_id, current)
                 return Recorded(duplicate=True, changed=False, row=current, previous=current)
             if outcome == "conflict":
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter only
+                backoff(attempt)
                 continue
             old_rk = current.get("indexRk") if current else None
             if new_row is not None and new_row.get("indexRk") != old_rk:
-                self._write_index(addr, message_id, new_row)
+                self.write_index(addr, message_id, new_row)
                 if old_rk:  # an earlier fact moved the message in the history: drop the old place
                     with storage_errors():
                         self.index.delete_entity(addr, old_rk)
@@ -199,7 +204,7 @@ class MessageStore:
             if outcome == "duplicate":
                 return Recorded(duplicate=True, changed=False, row=current, previous=current)
             if outcome == "conflict":
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter only
+                backoff(attempt)
                 continue
             return Recorded(duplicate=False, changed=True, row=row, previous=current)
         raise Transient(f"engagement row kept changing under us ({MAX_CONFLICT_RETRIES} attempts)")
@@ -237,7 +242,7 @@ class MessageStore:
                         self.counters.update_entity(
                             {**current, "count": int(current.get("count", 0)) + 1},
                             mode=UpdateMode.REPLACE,
-                            etag=current.metadata["etag"],  # type: ignore[attr-defined]
+                            etag=current.metadata["etag"],
                             match_condition=MatchConditions.IfNotModified,
                         )
                 return
@@ -314,7 +319,7 @@ class MessageStore:
                 raise Transient(f"storage answered {exc.status_code}") from exc
             raise
 
-    def _write_index(self, addr: str, message_id: str, row: Mapping[str, Any]) -> None:
+    def write_index(self, addr: str, message_id: str, row: Mapping[str, Any]) -> None:
         rk = row.get("indexRk")
         if not rk:
             return

@@ -10,6 +10,7 @@ Checking a send's recipients is one point read per recipient, in parallel.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from . import keys
 from .errors import Transient
 from .state import iso, parse_iso
-from .store import MAX_CONFLICT_RETRIES, storage_errors
+from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors
 
 STATE_ROW = "state"
 
@@ -62,10 +63,41 @@ def _active(row: Mapping[str, Any] | None, now: datetime) -> bool:
 class SuppressionList:
     def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
         self.table = service.get_table_client(f"{prefix}Suppressions")
+        self.by_domain = service.get_table_client(f"{prefix}SuppressionsByDomain")
 
     def create_table(self) -> None:
-        with storage_errors(), suppress(ResourceExistsError):
-            self.table.create_table()
+        for table in (self.table, self.by_domain):
+            with storage_errors(), suppress(ResourceExistsError):
+                table.create_table()
+
+    def _index(self, state: Mapping[str, Any]) -> None:
+        """The by-domain listing row (PartitionKey = domain): kept beside every state change."""
+        address = str(state.get("address", ""))
+        domain = address.rpartition("@")[2].lower()
+        entity = {
+            "PartitionKey": keys.encode(domain),
+            "RowKey": state["PartitionKey"],
+            "address": address,
+            "active": bool(state.get("active")),
+            "reason": state.get("reason"),
+            "since": state.get("firstSeen"),
+            "expiresAt": state.get("expiresAt"),
+        }
+        with storage_errors():
+            self.by_domain.upsert_entity(
+                {k: v for k, v in entity.items() if v is not None}, mode=UpdateMode.REPLACE
+            )
+
+    def list_domain(
+        self, domain: str, limit: int, continuation: Any | None
+    ) -> tuple[list[dict[str, Any]], Any | None]:
+        pk = keys.encode(domain.strip().lower()).replace("'", "''")
+        with storage_errors():
+            pages = self.by_domain.query_entities(
+                f"PartitionKey eq '{pk}' and active eq true", results_per_page=limit
+            ).by_page(continuation_token=continuation)
+            page = [dict(e) for e in next(pages, [])]
+            return page, pages.continuation_token  # type: ignore[attr-defined]
 
     def get(self, address: str) -> dict[str, Any] | None:
         with storage_errors():
@@ -100,7 +132,7 @@ class SuppressionList:
         reactivation: a late duplicate of the bounce must not undo the operator's decision.
         """
         pk = keys.address_key(address)
-        for _ in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES):
             current = self.get(address)
             now = datetime.now(UTC)
             reactivated = parse_iso((current or {}).get("reactivatedAt"))
@@ -127,16 +159,21 @@ class SuppressionList:
                 row["expiresAt"] = None
                 if change.operator:
                     row["reactivatedAt"] = iso(change.at)
+            # Automatic changes are keyed on their event (a redelivery hits 409: already applied);
+            # operator changes are always new.
+            unique = keys.encode(change.origin) if not change.operator else uuid.uuid4().hex
             audit = {
                 "PartitionKey": pk,
-                "RowKey": f"a|{keys.newest_first(int(now.timestamp() * 1000), uuid.uuid4().hex)}",
+                "RowKey": f"a|{keys.newest_first(int(change.at.timestamp() * 1000), unique)}",
                 "action": "suppress" if change.active else "reactivate",
                 "reason": change.reason,
                 "origin": change.origin,
                 "at": iso(change.at),
                 "recordedAt": iso(now),
                 "changedState": was_active != change.active,
+                "detail": json.dumps(dict(change.detail)) if change.detail else None,
             }
+            audit = {k: v for k, v in audit.items() if v is not None}
             entity = {k: v for k, v in row.items() if v is not None and k != "_etag"}
             ops: list[Any] = [("create", audit)]
             if current is None:
@@ -158,9 +195,13 @@ class SuppressionList:
                 with storage_errors():
                     self.table.submit_transaction(ops)
             except TableTransactionError as exc:
+                if exc.status_code == 409 and exc.index == 0 and not change.operator:
+                    return False, current  # this event was applied before
                 if exc.status_code in (409, 412):
+                    backoff(attempt)
                     continue
                 raise
+            self._index(entity)
             return was_active != change.active, entity
         raise Transient("suppression row kept changing under us")
 

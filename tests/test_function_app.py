@@ -17,6 +17,10 @@ EXPECTED = {
     "get_message_status": ("httpTrigger", "emails/{messageId}", ["GET"]),
     "list_recipient_emails": ("httpTrigger", "recipients/{address}/emails", ["GET"]),
     "explain_status": ("httpTrigger", "explain", ["GET"]),
+    "get_suppression": ("httpTrigger", "suppressions/{address}", ["GET"]),
+    "suppress_address": ("httpTrigger", "suppressions/{address}", ["PUT"]),
+    "reactivate_address": ("httpTrigger", "suppressions/{address}", ["DELETE"]),
+    "list_suppressions": ("httpTrigger", "suppressions", ["GET"]),
     "check_health": ("httpTrigger", "health", ["GET"]),
 }
 

@@ -116,9 +116,15 @@ def analyse_text(message: str) -> TextAnalysis:
 _analyse_cached = lru_cache(maxsize=1024)(analyse_text)
 
 
-def clear_cache() -> None:
-    """Forget cached text analyses (benchmarks use this to measure the real work)."""
+def clear_cache(*, decisions: bool = False) -> None:
+    """Forget cached text analyses (and, if asked, the decisions built from them).
+
+    Benchmarks clear the text cache before every call to measure the real work of reading
+    the text; `decisions=True` also drops the small cache of finished results.
+    """
     _analyse_cached.cache_clear()
+    if decisions:
+        _decide.cache_clear()
 
 
 _SUCCESS = {
@@ -130,9 +136,16 @@ _FAILURE_STATUSES = frozenset({"bounced", "failed", "filteredspam", "quarantined
 
 
 def classify(acs_status: str | None, status_message: str | None) -> Classification:
-    status = "" if acs_status is None else _NOT_LETTERS.sub("", acs_status.lower())
     message = "" if status_message is None else status_message[:MAX_CHARS]
-    analysis = _analyse_cached(message)
+    shown = "" if acs_status is None else _CONTROL.sub("", acs_status).strip()[:40]
+    return _decide(shown, _analyse_cached(message))
+
+
+# Keyed on what the text analysis found (rule, codes), not on the text: a few hundred distinct
+# outcomes, so the explanation strings are built once each.
+@lru_cache(maxsize=2048)
+def _decide(shown_status: str, analysis: TextAnalysis) -> Classification:
+    status = _NOT_LETTERS.sub("", shown_status.lower())
     codes = analysis.codes
     notes: list[str] = []
 
@@ -173,7 +186,7 @@ def classify(acs_status: str | None, status_message: str | None) -> Classificati
     else:
         reason, rule = Reason.undefined, None
     if status and status not in _FAILURE_STATUSES:
-        notes.append(f"ACS reported an unrecognised status '{acs_status}'.")
+        notes.append(f"ACS reported an unrecognised status '{shown_status}'.")
 
     info = REASONS[reason]
     bounce_type, retryable, suppress = info.bounce_type, info.retryable, info.suppress

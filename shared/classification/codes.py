@@ -183,7 +183,7 @@ SMTP_REPLIES: MappingProxyType[str, str] = MappingProxyType(
 # from. These are consulted only when no phrase in the text matched: text beats code.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity: rows are unique
 class CodeRule:
     id: str
     reason: Reason

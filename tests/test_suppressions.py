@@ -1,0 +1,121 @@
+"""Suppression list: automatic from reports (idempotent, order-safe), operator API, audit."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+import function_app
+from shared import services
+from shared.pipeline import record_event
+
+from .factories import delivery_event
+
+
+@pytest.fixture
+def env(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    services.reset()
+    yield app_env
+    services.reset()
+
+
+def call(handler: Any, method: str, address: str = "", body: Any = None, **params: str) -> Any:
+    raw = json.dumps(body).encode() if body is not None else b""
+    req = func.HttpRequest(
+        method,
+        f"http://127.0.0.1:7071/api/suppressions/{address}",
+        headers={"content-type": "application/json"},
+        params=params,
+        route_params={"address": address} if address else {},
+        body=raw,
+    )
+    resp = handler(req)
+    return resp.status_code, json.loads(resp.get_body() or b"null")
+
+
+def bounce(address: str, seconds: float = 1, event_id: str | None = None) -> dict[str, Any]:
+    return delivery_event(str(uuid.uuid4()), address, "Bounced", seconds, event_id=event_id)
+
+
+def test_hard_bounce_suppresses_once_even_when_redelivered(env: dict[str, str]) -> None:
+    event = bounce("Gone@Example.com", event_id="ev-bounce-1")
+    for _ in range(3):
+        record_event(event)
+    status, state = call(function_app.get_suppression, "GET", "gone@example.com")
+    assert status == 200
+    assert state["status"] == "suppressed"
+    assert state["reason"] == "userunknown"
+    assert state["hits"] == 1
+    assert len(state["audit"]) == 1
+    assert state["audit"][0]["detail"]["enhancedCode"] == "5.1.1"
+
+
+def test_soft_failures_and_spam_do_not_suppress(env: dict[str, str]) -> None:
+    record_event(delivery_event(str(uuid.uuid4()), "full@example.com", "Failed", 1))
+    record_event(delivery_event(str(uuid.uuid4()), "spam@example.com", "FilteredSpam", 1))
+    assert services.suppression_list().get("full@example.com") is None
+    assert services.suppression_list().get("spam@example.com") is None
+
+
+def test_reactivation_is_audited_and_not_undone_by_a_late_duplicate(env: dict[str, str]) -> None:
+    event = bounce("back@example.com", event_id="ev-late")
+    record_event(event)
+    status, state = call(
+        function_app.reactivate_address,
+        "DELETE",
+        "back@example.com",
+        {"operator": "alice", "reason": "user fixed their mailbox"},
+    )
+    assert status == 200
+    assert state["status"] == "active"
+    record_event(event)  # Event Grid redelivers the old bounce
+    record_event({**event, "id": "ev-late-copy"})  # or a stale copy with a new id
+    _, state = call(function_app.get_suppression, "GET", "back@example.com")
+    assert state["status"] == "active"
+    actions = [a["action"] for a in state["audit"]]
+    assert actions == ["reactivate", "suppress"]  # newest first
+    assert state["audit"][0]["origin"] == "operator:alice"
+    # a NEW bounce after the reactivation suppresses again
+    record_event(bounce("back@example.com", seconds=10**7))
+    _, state = call(function_app.get_suppression, "GET", "back@example.com")
+    assert state["status"] == "suppressed"
+
+
+def test_manual_add_list_and_errors(env: dict[str, str]) -> None:
+    status, state = call(
+        function_app.suppress_address,
+        "PUT",
+        "Complainer@Example.org",
+        {"operator": "bob", "reason": "asked to stop"},
+    )
+    assert status == 200
+    assert state["status"] == "suppressed"
+    status, listing = call(function_app.list_suppressions, "GET", domain="example.org")
+    assert status == 200
+    assert [s["address"] for s in listing["suppressions"]] == ["Complainer@Example.org"]
+    assert call(function_app.list_suppressions, "GET")[0] == 400
+    assert call(function_app.get_suppression, "GET", "never@example.com")[0] == 404
+    status, problem = call(function_app.suppress_address, "PUT", "x@example.com", {"reason": 5})
+    assert status == 400
+    assert {e["field"] for e in problem["errors"]} == {"reason", "operator"}
+
+
+def test_send_respects_automatic_suppression(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.errors import Conflict
+    from shared.sending.service import accept_send
+
+    record_event(bounce("dead@example.com"))
+    body = {"to": [{"address": "dead@example.com"}], "subject": "s", "plainText": "t"}
+    monkeypatch.setenv("DEFAULT_SENDER", "DoNotReply@sandbox.test")
+    services.reset()
+    with pytest.raises(Conflict):
+        accept_send(
+            services.outbox(), json.dumps(body).encode(), "application/json", None, "http://x"
+        )
