@@ -82,6 +82,22 @@ def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(0.3, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
 
 
+def write_op(entity: Mapping[str, Any], etag: str | None) -> tuple[Any, ...]:
+    """A transaction operation: create the row, or replace it only if unchanged since read."""
+    if etag is None:
+        return ("create", entity)
+    options = {
+        "mode": UpdateMode.REPLACE,
+        "etag": etag,
+        "match_condition": MatchConditions.IfNotModified,
+    }
+    return ("update", entity, options)
+
+
+def etag_of(entity: Any) -> str | None:
+    return None if entity is None else str(entity.metadata["etag"])
+
+
 def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
@@ -144,16 +160,7 @@ class MessageStore:
             if new_row is not None:
                 entity = _clean({**new_row, "PartitionKey": pk, "RowKey": status_rk})
                 entity["updatedAt"] = iso(datetime.now(UTC))
-                if current is None:
-                    ops.append(("create", entity))
-                else:
-                    etag = current.metadata["etag"]
-                    options = {
-                        "mode": UpdateMode.REPLACE,
-                        "etag": etag,
-                        "match_condition": MatchConditions.IfNotModified,
-                    }
-                    ops.append(("update", entity, options))
+                ops.append(write_op(entity, etag_of(current)))
             if not ops:
                 return Recorded(duplicate=False, changed=False, row=current, previous=current)
             outcome = self._submit(ops, pk, marker_rk)
@@ -189,17 +196,10 @@ class MessageStore:
             row = _clean({**apply_engagement(current, report), "PartitionKey": pk, "RowKey": rk})
             if report.recipient:
                 row["address"] = report.recipient
-            ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": marker_rk, **marker})]
-            if current is None:
-                ops.append(("create", row))
-            else:
-                etag = current.metadata["etag"]
-                options = {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                }
-                ops.append(("update", row, options))
+            ops: list[Any] = [
+                ("create", {"PartitionKey": pk, "RowKey": marker_rk, **marker}),
+                write_op(row, etag_of(current)),
+            ]
             outcome = self._submit(ops, pk, marker_rk)
             if outcome == "duplicate":
                 return Recorded(duplicate=True, changed=False, row=current, previous=current)

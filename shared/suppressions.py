@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from . import keys
 from .errors import Transient
 from .state import iso, parse_iso
-from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors
+from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors, write_op
 
 STATE_ROW = "state"
 
@@ -175,22 +174,10 @@ class SuppressionList:
             }
             audit = {k: v for k, v in audit.items() if v is not None}
             entity = {k: v for k, v in row.items() if v is not None and k != "_etag"}
-            ops: list[Any] = [("create", audit)]
-            if current is None:
-                ops.append(("create", entity))
-            else:
-                etag = current.get("_etag")
-                ops.append(
-                    (
-                        "update",
-                        entity,
-                        {
-                            "mode": UpdateMode.REPLACE,
-                            "etag": etag,
-                            "match_condition": MatchConditions.IfNotModified,
-                        },
-                    )
-                )
+            ops: list[Any] = [
+                ("create", audit),
+                write_op(entity, current.get("_etag") if current else None),
+            ]
             try:
                 with storage_errors():
                     self.table.submit_transaction(ops)

@@ -32,7 +32,7 @@ from .. import keys
 from ..errors import Conflict, Problem, Transient
 from ..state import Fact, apply_fact, iso, parse_iso
 from ..status import Status
-from ..store import MAX_CONFLICT_RETRIES, MessageStore, storage_errors
+from ..store import MAX_CONFLICT_RETRIES, MessageStore, etag_of, storage_errors, write_op
 from . import ratelimit
 
 if TYPE_CHECKING:
@@ -340,17 +340,7 @@ class Outbox:
                     continue
                 entity = _clean({**new, "PartitionKey": pk, "RowKey": row["RowKey"]})
                 entity["updatedAt"] = iso(now)
-                ops.append(
-                    (
-                        "update",
-                        entity,
-                        {
-                            "mode": UpdateMode.REPLACE,
-                            "etag": row.metadata["etag"],
-                            "match_condition": MatchConditions.IfNotModified,
-                        },
-                    )
-                )
+                ops.append(write_op(entity, etag_of(row)))
             summary = {
                 "PartitionKey": pk,
                 "RowKey": keys.MESSAGE_ROW,
