@@ -180,6 +180,47 @@ def list_suppressions(req: func.HttpRequest) -> func.HttpResponse:
     return web.respond(req, handle)
 
 
+# --- Alerts ---------------------------------------------------------------------------------
+
+
+@app.route(route="alerts", methods=["GET"])
+def list_alerts(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from datetime import UTC, datetime, timedelta
+
+        from shared import lookup, services
+        from shared.errors import InvalidInput
+
+        problems: list[Problem] = []
+        limit = web.int_param(req.params, "limit", 50, 1, lookup.MAX_PAGE, problems)
+        since = datetime.now(UTC) - timedelta(days=7)
+        if req.params.get("since"):
+            try:
+                since = datetime.fromisoformat(req.params["since"])
+                if since.tzinfo is None:
+                    raise ValueError
+            except ValueError:
+                problems.append(Problem("since", "an ISO 8601 time with an offset"))
+        if since < datetime.now(UTC) - timedelta(days=31):
+            problems.append(Problem("since", "at most 31 days ago"))
+        if problems:
+            raise InvalidInput("Invalid query parameters", problems)
+        return web.json_response(
+            services.alert_log().history(
+                since, req.params.get("type") or None, limit, req.params.get("continuation")
+            )
+        )
+
+    return web.respond(req, handle)
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
+def publish_pending_alerts(timer: func.TimerRequest) -> None:
+    from shared import services
+
+    services.alert_log().publish_pending()
+
+
 @app.route(route="explain", methods=["GET"])
 def explain_status(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:

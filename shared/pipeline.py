@@ -68,6 +68,7 @@ def record_event(
         # and the suppression write is idempotent on the event id.
         if should_suppress(classification):
             _suppress(parsed, classification)
+        _alert(parsed, classification)
     else:
         assert isinstance(parsed, EngagementReport)
         result = store().record_engagement(parsed)
@@ -100,7 +101,7 @@ def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None
         "enhancedCode": classification.get("enhancedCode"),
         "explanation": classification.get("explanation"),
     }
-    changed, _ = suppression_list().apply(
+    changed, state = suppression_list().apply(
         report.recipient,
         Change(
             active=True,
@@ -110,8 +111,44 @@ def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None
             detail=detail,
         ),
     )
+    origin = f"event:{report.envelope.event_id}"
+    if changed or (state and state.get("active") and state.get("origin") == origin):
+        # also when the change was made by an earlier delivery of this event: the alert id is
+        # the same, so a crash between the change and its alert cannot lose the alert.
+        from .alerts import AddressMode, for_suppression
+        from .services import alert_log
+
+        alert_log().raise_alert(
+            for_suppression(
+                address=report.recipient,
+                reason=reason,
+                origin=origin,
+                at=report.attempt_at,
+                mode=AddressMode(get_settings().alert_addresses),
+            )
+        )
     if changed:
         log.info("suppressed: message=%s reason=%s", report.message_id, reason)
+
+
+def _alert(report: DeliveryReport, classification: Mapping[str, Any]) -> None:
+    from .alerts import AddressMode, for_report
+    from .status import from_acs
+
+    alerts = for_report(
+        event_id=report.envelope.event_id,
+        message_id=report.message_id,
+        recipient=report.recipient,
+        status=from_acs(report.acs_status).value,
+        classification=classification,
+        at=report.attempt_at,
+        mode=AddressMode(get_settings().alert_addresses),
+    )
+    if alerts:
+        from .services import alert_log
+
+        for alert in alerts:
+            alert_log().raise_alert(alert)
 
 
 def _log_recorded(

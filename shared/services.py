@@ -10,6 +10,7 @@ from .settings import SEND_QUEUE, get_settings
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
 
+    from .alerting import AlertLog
     from .sending.outbox import Outbox
     from .store import MessageStore
     from .suppressions import SuppressionList
@@ -83,6 +84,33 @@ def outbox() -> Outbox:
     return box
 
 
+@cache
+def alert_log() -> AlertLog:
+    from .alerting import AlertLog
+
+    settings = get_settings()
+    publisher = None
+    if settings.alerts_topic_endpoint:
+        from azure.eventgrid import EventGridPublisherClient
+
+        credential: object
+        if settings.alerts_topic_key:
+            from azure.core.credentials import AzureKeyCredential
+
+            credential = AzureKeyCredential(settings.alerts_topic_key)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        # One quick retry inline; the publish_pending_alerts timer does the patient retrying.
+        publisher = EventGridPublisherClient(
+            settings.alerts_topic_endpoint, credential, retry_total=1, connection_timeout=5
+        )
+    log = AlertLog(table_service(), settings.table_prefix, publisher)
+    log.create_table()
+    return log
+
+
 def reset() -> None:
     """Forget every client (tests switch settings between cases)."""
     from . import acs
@@ -92,4 +120,5 @@ def reset() -> None:
     message_store.cache_clear()
     suppression_list.cache_clear()
     outbox.cache_clear()
+    alert_log.cache_clear()
     acs.email_client.cache_clear()

@@ -39,6 +39,7 @@ class Settings:
     # Alert fan-out (CloudEvents to an Event Grid custom topic).
     alerts_topic_endpoint: str | None
     alerts_topic_key: str | None
+    alert_addresses: str  # hash | plain | omit: how alerts carry the recipient address
 
     @property
     def tables_configured(self) -> bool:
@@ -99,7 +100,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         suppress_on_spam=env.get("SUPPRESS_ON_SPAM", "").strip().lower() in _TRUE,
         alerts_topic_endpoint=_opt(env, "ALERTS_TOPIC_ENDPOINT"),
         alerts_topic_key=_opt(env, "ALERTS_TOPIC_KEY"),
+        alert_addresses=env.get("ALERT_ADDRESSES", "").strip().lower() or "hash",
     )
+    if settings.alert_addresses not in {"hash", "plain", "omit"}:
+        problems.append("ALERT_ADDRESSES must be hash, plain or omit")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     return settings

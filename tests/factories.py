@@ -11,7 +11,8 @@ TOPIC = (
     "Microsoft.Communication/communicationServices/acs-test"
 )
 SENDER = "DoNotReply@mail.contoso.com"
-BASE = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+# Yesterday 10:00 UTC: recent, like real reports (alert history and retries look back days).
+BASE = (datetime.now(UTC) - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
 
 STATUS_MESSAGES = {
     "Delivered": "250 2.0.0 OK",

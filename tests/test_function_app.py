@@ -21,6 +21,8 @@ EXPECTED = {
     "suppress_address": ("httpTrigger", "suppressions/{address}", ["PUT"]),
     "reactivate_address": ("httpTrigger", "suppressions/{address}", ["DELETE"]),
     "list_suppressions": ("httpTrigger", "suppressions", ["GET"]),
+    "list_alerts": ("httpTrigger", "alerts", ["GET"]),
+    "publish_pending_alerts": ("timerTrigger", None, None),
     "check_health": ("httpTrigger", "health", ["GET"]),
 }
 

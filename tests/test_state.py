@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,11 +13,11 @@ from shared.events import DeliveryReport, EngagementReport, parse_event
 from shared.state import Fact, apply_engagement, apply_fact, fact_from_report
 from shared.status import Status, precedence
 
-from .factories import delivery_event, engagement_event
+from .factories import BASE, delivery_event, engagement_event
 
 MID = "m-1"
 ADDR = "Alice@Example.com"
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+T0 = BASE
 
 
 def _fold(facts: list[Fact]) -> dict[str, object] | None:

@@ -214,4 +214,10 @@ def _fail(outbox: Outbox, message_id: str, code: str, explanation: str, now: dat
         classification=classification,
     )
     outbox.finish(message_id, SendState.FAILED, fact, now, {"failureCode": code})
+    from ..alerts import for_send_failure
+    from ..services import alert_log
+
+    alert_log().raise_alert(
+        for_send_failure(message_id=message_id, code=code, explanation=explanation, at=now)
+    )
     log.warning("send: message=%s failed for good (%s)", message_id, code)

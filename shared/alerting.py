@@ -1,0 +1,197 @@
+"""Alert history in Table Storage and publishing to the Event Grid topic (edge).
+
+Table `<p>Alerts`: PartitionKey = UTC day of the alert, RowKey = newest-first time | alert id,
+so history reads newest first, one partition per day. An alert is recorded (create; 409 = it
+already was) with `publishState: pending`, then published; a failed publish stays pending and
+the `publish_pending_alerts` timer retries it. Publishing is at least once under one CloudEvents
+id: a crash between the send and the state update republishes the same id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from . import keys
+from .alerts import Alert
+from .errors import InvalidInput, Problem
+from .state import iso
+from .store import storage_errors
+
+if TYPE_CHECKING:
+    from azure.eventgrid import EventGridPublisherClient
+
+log = logging.getLogger(__name__)
+
+PENDING, PUBLISHED, DISABLED = "pending", "published", "disabled"
+RETRY_DAYS = 7  # pending alerts older than this are left for an operator (history shows them)
+MAX_HISTORY_DAYS = 31
+
+
+class AlertLog:
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str,
+        publisher: EventGridPublisherClient | None,
+    ) -> None:
+        self.table = service.get_table_client(f"{prefix}Alerts")
+        self.publisher = publisher
+
+    def create_table(self) -> None:
+        with storage_errors(), suppress(ResourceExistsError):
+            self.table.create_table()
+
+    def raise_alert(self, alert: Alert) -> bool:
+        """Record, then try to publish. False when this alert had been recorded already."""
+        entity = {
+            "PartitionKey": alert.time.astimezone(UTC).strftime("%Y-%m-%d"),
+            "RowKey": keys.newest_first(int(alert.time.timestamp() * 1000), alert.id),
+            "alertId": alert.id,
+            "type": alert.type.value,
+            "subject": alert.subject,
+            "time": iso(alert.time),
+            "messageId": alert.data.get("messageId"),
+            "recipientDomain": alert.data.get("recipientDomain"),
+            "event": json.dumps(alert.cloud_event()),
+            "publishState": PENDING if self.publisher else DISABLED,
+            "attempts": 0,
+            "recordedAt": iso(datetime.now(UTC)),
+        }
+        try:
+            with storage_errors():
+                self.table.create_entity({k: v for k, v in entity.items() if v is not None})
+        except ResourceExistsError:
+            return False
+        if self.publisher is not None:
+            self._publish(entity)
+        return True
+
+    def publish_pending(self, now: datetime | None = None) -> int:
+        """Retry every pending alert of the last RETRY_DAYS days; returns how many went out."""
+        if self.publisher is None:
+            return 0
+        now = now or datetime.now(UTC)
+        sent = 0
+        for day in range(RETRY_DAYS + 1):
+            pk = (now - timedelta(days=day)).strftime("%Y-%m-%d")
+            with storage_errors():
+                rows = list(
+                    self.table.query_entities(
+                        f"PartitionKey eq '{pk}' and publishState eq '{PENDING}'"
+                    )
+                )
+            for row in rows:
+                sent += self._publish(row)
+        return sent
+
+    def _publish(self, row: Any) -> int:
+        from azure.core.messaging import CloudEvent
+
+        assert self.publisher is not None
+        event = json.loads(row["event"])
+        attempts = int(row.get("attempts", 0)) + 1
+        try:
+            self.publisher.send(
+                [
+                    CloudEvent(
+                        source=event["source"],
+                        type=event["type"],
+                        data=event["data"],
+                        subject=event["subject"],
+                        id=event["id"],
+                        time=datetime.fromisoformat(event["time"]),
+                    )
+                ]
+            )
+        except AzureError as exc:
+            log.warning("alert %s not published yet (%s)", event["id"], type(exc).__name__)
+            update = {"attempts": attempts, "lastError": type(exc).__name__}
+            self._update(row, update)
+            return 0
+        self._update(
+            row,
+            {
+                "publishState": PUBLISHED,
+                "publishedAt": iso(datetime.now(UTC)),
+                "attempts": attempts,
+            },
+        )
+        return 1
+
+    def _update(self, row: Any, values: dict[str, Any]) -> None:
+        entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **values}
+        with storage_errors():
+            self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def history(
+        self, since: datetime, alert_type: str | None, limit: int, continuation: str | None
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        day, token = now.strftime("%Y-%m-%d"), None
+        if continuation:
+            day, token = _decode(continuation)
+        items: list[dict[str, Any]] = []
+        oldest = since.strftime("%Y-%m-%d")
+        next_cont = None
+        while day >= oldest and len(items) < limit:
+            query = f"PartitionKey eq '{day}' and time ge '{iso(since)}'"
+            if alert_type:
+                query += f" and type eq '{alert_type.replace(chr(39), chr(39) * 2)}'"
+            with storage_errors():
+                pages = self.table.query_entities(
+                    query, results_per_page=limit - len(items)
+                ).by_page(continuation_token=token)
+                page = [dict(e) for e in next(pages, [])]
+                token = pages.continuation_token  # type: ignore[attr-defined]
+            items += page
+            if token:
+                next_cont = _encode(day, token)
+                break
+            day = (datetime.fromisoformat(day) - timedelta(days=1)).strftime("%Y-%m-%d")
+            token = None
+            next_cont = _encode(day, None) if day >= oldest and len(items) >= limit else None
+        return {
+            "alerts": [
+                {
+                    "id": r.get("alertId"),
+                    "type": r.get("type"),
+                    "time": r.get("time"),
+                    "subject": r.get("subject"),
+                    "messageId": r.get("messageId"),
+                    "recipientDomain": r.get("recipientDomain"),
+                    "publishState": r.get("publishState"),
+                    "publishedAt": r.get("publishedAt"),
+                    "attempts": r.get("attempts"),
+                    "data": json.loads(r["event"]).get("data") if r.get("event") else None,
+                }
+                for r in items
+            ],
+            "continuation": next_cont,
+        }
+
+
+def _encode(day: str, token: Any) -> str:
+    raw = json.dumps({"day": day, "token": token}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(value: str) -> tuple[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        day = str(data["day"])
+        datetime.strptime(day, "%Y-%m-%d")  # a date: validates the format
+        return day, data.get("token")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidInput(
+            "Invalid continuation token",
+            [Problem("continuation", "not a token this API returned")],
+        ) from None
