@@ -65,14 +65,9 @@ def wait_for_reports(client: httpx.Client, message_id: str, timeout: float = 90)
 
 
 def table(view: dict[str, Any]) -> str:
-    rows = [("recipient", "status", "bounce", "reason", "code", "explanation")]
+    rows = [("recipient", "status", "bounce", "reason", "code", "opens/clicks", "explanation")]
     for r in view["recipients"]:
         eng = r["engagement"]
-        extra = (
-            f" [opens {eng['opens']}, clicks {eng['clicks']}]"
-            if eng["opens"] or eng["clicks"]
-            else ""
-        )
         rows.append(
             (
                 r["address"],
@@ -80,17 +75,18 @@ def table(view: dict[str, Any]) -> str:
                 str(r.get("bounceType") or "-"),
                 str(r.get("reason") or "-"),
                 str(r.get("enhancedCode") or r.get("smtpCode") or "-"),
-                textwrap.shorten((r.get("explanation") or "") + extra, 90),
+                f"{eng['opens']}/{eng['clicks']}",
+                textwrap.shorten(r.get("explanation") or "", 80),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = []
     for n, row in enumerate(rows):
         lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[5]
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[6]
         )
         if n == 0:
-            lines.append("-" * (sum(widths) + 2 * 5 + 40))
+            lines.append("-" * (sum(widths) + 2 * 6 + 40))
     return "\n".join(lines)
 
 

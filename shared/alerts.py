@@ -108,14 +108,26 @@ def for_report(
 
 
 def for_suppression(
-    *, address: str, reason: str, origin: str, at: datetime, mode: AddressMode
+    *,
+    address: str,
+    reason: str,
+    origin: str,
+    at: datetime,
+    mode: AddressMode,
+    message_id: str | None = None,
 ) -> Alert:
+    data = {
+        "messageId": message_id,
+        **recipient_fields(address, mode),
+        "reason": reason,
+        "origin": origin,
+    }
     return Alert(
         alert_id(AlertType.SUPPRESSED, f"{address.lower()}|{origin}"),
         AlertType.SUPPRESSED,
-        f"recipients/{recipient_fields(address, mode).get('recipientDomain')}",
+        f"recipients/{data.get('recipientDomain')}",
         at,
-        {**recipient_fields(address, mode), "reason": reason, "origin": origin},
+        data,
     )
 
 

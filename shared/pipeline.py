@@ -125,6 +125,7 @@ def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None
                 origin=origin,
                 at=report.attempt_at,
                 mode=AddressMode(get_settings().alert_addresses),
+                message_id=report.message_id,
             )
         )
     if changed:
