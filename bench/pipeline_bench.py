@@ -1,0 +1,211 @@
+"""Delivery reports through `record_event` into Azurite: throughput, round trips, CPU per report.
+
+Throughput is given as a ratio to raw single-entity upserts into the same Azurite from the same
+thread pool, measured in alternating rounds in this run, so a busy machine moves both together.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from local.azurite import start_azurite
+from shared import services
+from shared.classification import classify, clear_cache
+from shared.events import DeliveryReport, parse_event
+from shared.pipeline import EventOutcome, record_event
+from shared.state import Fact, apply_fact, fact_from_report
+from shared.status import Status
+from shared.store import MessageStore
+
+from .measure import RequestCounter, chunks, environment, pooled
+from .payloads import SENDER, mixed_events, recipients
+from .report import Figure, figure, heading, line
+
+SECTION = "pipeline"
+REPORTS = 2_000  # common path: the message was accepted (and sent) by us first
+ROUNDS = 4  # baseline and reports alternate in this many rounds
+FIRST_SIGHT = 400  # reports for messages we hold no row for
+DUPLICATES = 200  # redeliveries of reports already recorded
+BREAKDOWN = 400  # requests of each kind timed alone, to show where a report's time goes
+CPU_ITERATIONS = 20_000
+PREFIX = "Bench"
+
+
+def run() -> list[Figure]:
+    heading("1. Delivery-report pipeline: record_event → Azurite")
+    azurite = start_azurite()
+    try:
+        settings = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "EMAIL_STORAGE_CONNECTION_STRING": "",
+            "TABLE_PREFIX": PREFIX,
+        }
+        with environment(settings):
+            services.reset()  # record_event reads settings (log_addresses)
+            try:
+                return _measure(azurite.connection_string)
+            finally:
+                services.reset()
+    finally:
+        azurite.stop()
+
+
+def _measure(conn: str) -> list[Figure]:
+    wire = RequestCounter()
+    service = TableServiceClient.from_connection_string(conn, raw_request_hook=wire)
+    store = MessageStore(service, PREFIX)
+    store.create_tables()
+    baseline_table = service.get_table_client(f"{PREFIX}Baseline")
+    baseline_table.create_table()
+
+    def record(event: dict[str, Any]) -> EventOutcome:
+        return record_event(event, store=lambda: store)
+
+    now = datetime.now(UTC)
+    accepted = recipients(REPORTS, "sent")
+    sent_rows = write_sent_rows(store, accepted, now)
+    events = mixed_events(accepted, now + timedelta(seconds=2))
+    entities = _baseline_entities(events)
+
+    # Warm up: connections, Azurite's code paths, the classifier's indexes.
+    warm = recipients(40, "warm")
+    write_sent_rows(store, warm, now)
+    pooled(record, mixed_events(warm, now + timedelta(seconds=2)))
+    pooled(lambda e: baseline_table.upsert_entity(e, mode=UpdateMode.REPLACE), entities[:50])
+
+    upsert_s = report_s = 0.0
+    outcomes: Counter[EventOutcome] = Counter()
+    report_requests = 0
+    size = REPORTS // ROUNDS
+    for batch, upserts in zip(chunks(events, size), chunks(entities, size), strict=True):
+        upsert_s += len(upserts) / pooled(
+            lambda e: baseline_table.upsert_entity(e, mode=UpdateMode.REPLACE), upserts
+        )
+        before = wire.value
+        start = time.perf_counter()
+        outcomes.update(_pooled_outcomes(record, batch))
+        report_s += time.perf_counter() - start
+        report_requests += wire.value - before
+    upserts_per_s = REPORTS / upsert_s
+    reports_per_s = REPORTS / report_s
+
+    fresh = recipients(FIRST_SIGHT, "fresh")
+    before = wire.value
+    start = time.perf_counter()
+    first_outcomes = _pooled_outcomes(record, mixed_events(fresh, now))
+    first_per_s = FIRST_SIGHT / (time.perf_counter() - start)
+    first_trips = (wire.value - before) / FIRST_SIGHT
+
+    before = wire.value
+    dup_outcomes = _pooled_outcomes(record, events[:DUPLICATES])
+    dup_trips = (wire.value - before) / DUPLICATES
+
+    # Where a report's time goes: its two requests, alone, through the same pool.
+    sample = entities[:BREAKDOWN]
+    reads_per_s = pooled(lambda e: baseline_table.get_entity(e["PartitionKey"], "r"), sample)
+    txns_per_s = pooled(lambda e: baseline_table.submit_transaction(_two_ops(e)), sample)
+
+    cpu_us, cpu_cold_us = _cpu_per_report(events, sent_rows)
+
+    line("setup: accepted+sent rows written before timing", f"{REPORTS:,} messages")
+    line("outcomes (common path)", _outcomes(outcomes))
+    line("raw upsert_entity, 8 threads (baseline)", f"{upserts_per_s:,.0f} upserts/s")
+    line("  breakdown: raw get_entity, 8 threads", f"{reads_per_s:,.0f} /s")
+    line("  breakdown: raw 2-operation transaction, 8 threads", f"{txns_per_s:,.0f} /s")
+    io_bound = 1 / (1 / reads_per_s + 1 / txns_per_s)
+    line("  → one read + one transaction back to back", f"{io_bound:,.0f} /s")
+    figs = [
+        figure(SECTION, "reports/s, 8 threads (common path)", reports_per_s, "/s", digits=0),
+        figure(SECTION, "reports/s ÷ upserts/s", reports_per_s / upserts_per_s, at_least=0.5),
+        figure(SECTION, "round trips/report (common path)", report_requests / REPORTS, at_most=2),
+    ]
+    line("outcomes (first sight)", _outcomes(first_outcomes))
+    figs.append(figure(SECTION, "round trips/report (first sight)", first_trips))
+    line("reports/s (first sight)", f"{first_per_s:,.0f} /s")
+    line("outcomes (redelivered duplicates)", _outcomes(dup_outcomes))
+    figs.append(figure(SECTION, "round trips/report (duplicate)", dup_trips))
+    name = "CPU µs/report (parse+classify+decide)"
+    figs.append(figure(SECTION, name, cpu_us, "µs", at_most=100, digits=1))
+    line("  same, classifier text cache cleared before each", f"{cpu_cold_us:,.1f} µs")
+    return figs
+
+
+def write_sent_rows(
+    store: MessageStore, pairs: list[tuple[str, str]], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Write the rows the send path leaves behind (accepted, then sent); returns them by id."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def accept(pair: tuple[str, str]) -> None:
+        mid, addr = pair
+        fact = Fact(Status.SENT, now, "sent", sender=SENDER, accepted_at=now, sent_at=now)
+        result = store.record_fact(mid, addr, fact)
+        assert result.row is not None
+        rows[mid] = dict(result.row)
+
+    pooled(accept, pairs)
+    return rows
+
+
+def _two_ops(entity: dict[str, Any]) -> list[Any]:
+    """The shape of a report's transaction: create a marker row, replace the status row."""
+    marker = {"PartitionKey": entity["PartitionKey"], "RowKey": f"t|{uuid.uuid4()}", "kind": "x"}
+    return [("create", marker), ("upsert", entity, {"mode": UpdateMode.REPLACE})]
+
+
+def _pooled_outcomes(record: Any, events: Any) -> Counter[EventOutcome]:
+    outcomes: Counter[EventOutcome] = Counter()
+    pooled(lambda e: outcomes.update([record(e)]), events)
+    return outcomes
+
+
+def _outcomes(counts: Counter[EventOutcome]) -> str:
+    return ", ".join(f"{k.value} {v:,}" for k, v in sorted(counts.items()))
+
+
+def _baseline_entities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entity per report, the size of the status row a report writes, in its own partition."""
+    entities = []
+    for raw in events:
+        parsed = parse_event(raw)
+        assert isinstance(parsed, DeliveryReport)
+        fact = fact_from_report(
+            parsed, classify(parsed.acs_status, parsed.status_message).to_json()
+        )
+        row = apply_fact(None, fact, parsed.recipient, parsed.message_id)
+        assert row is not None
+        clean = {k: v for k, v in row.items() if v is not None}
+        entities.append({**clean, "PartitionKey": f"b-{parsed.message_id}", "RowKey": "r"})
+    return entities
+
+
+def _cpu_per_report(
+    events: list[dict[str, Any]], rows: dict[str, dict[str, Any]]
+) -> tuple[float, float]:
+    """process_time µs per report of the decisions record_event makes around its I/O."""
+
+    def decide(raw: dict[str, Any], cold: bool) -> None:
+        parsed = parse_event(raw)
+        assert isinstance(parsed, DeliveryReport)
+        if cold:
+            clear_cache()
+        classification = classify(parsed.acs_status, parsed.status_message).to_json()
+        fact = fact_from_report(parsed, classification)
+        apply_fact(rows[parsed.message_id], fact, parsed.recipient, parsed.message_id)
+
+    results = []
+    for cold in (False, True):
+        clear_cache()
+        for raw in events[:200]:
+            decide(raw, cold)
+        start = time.process_time()
+        for i in range(CPU_ITERATIONS):
+            decide(events[i % len(events)], cold)
+        results.append((time.process_time() - start) / CPU_ITERATIONS * 1e6)
+    return results[0], results[1]

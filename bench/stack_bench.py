@@ -1,0 +1,261 @@
+"""The running local stack over HTTP: the Event Grid webhook, and `POST /api/emails` against
+sending straight to ACS (the sandbox) with the real SDK, on the same machine in the same run.
+
+The sandbox quota is raised so direct SDK sends are not throttled, and (unless
+SANDBOX_REPORT_DELAY is set) its delivery reports are held back past the end of the run, so the
+reports it would emit for every send do not load the host while latencies are measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from azure.communication.email import EmailClient
+from azure.core.credentials import AzureKeyCredential
+from azure.data.tables import TableServiceClient
+
+from local.acs_sandbox import DEFAULT_ACCESS_KEY
+from local.azurite import ROOT
+from local.ports import free_port
+from local.stack import SANDBOX_SENDER, Stack, StackInfo, local_settings
+from shared.store import MessageStore
+
+from .measure import WORKERS, chunks, environment, percentile, pooled
+from .payloads import acs_message, mixed_events, recipients, send_request
+from .pipeline_bench import write_sent_rows
+from .report import Figure, figure, heading, line
+
+SECTION = "stack"
+WEBHOOK_EVENTS = 1_200
+WEBHOOK_BATCH = 10  # Event Grid's default maxEventsPerBatch is 1; 10 is a common setting
+WEBHOOK_CLIENTS = 4
+LATENCY_SENDS = 100
+CONCURRENT_SENDS = 240
+ACCEPTS_IN_PROCESS = 30
+
+
+def run() -> list[Figure]:
+    heading("4. Running stack: Functions host stand-in + Azurite + Event Grid topic + ACS sandbox")
+    env = {"SANDBOX_QUOTA_PER_MINUTE": "100000", "SANDBOX_QUOTA_PER_HOUR": "100000"}
+    if not os.environ.get("SANDBOX_REPORT_DELAY"):
+        env["SANDBOX_REPORT_DELAY"] = "3600"
+    with environment(env), _stack_json_kept():
+        stack = Stack(None, free_port(), quiet=True)
+        try:
+            started = time.perf_counter()
+            info = stack.start()
+            _wait_healthy(info)
+            line("stack up and healthy after", f"{time.perf_counter() - started:,.1f} s")
+            return _webhook(info) + _sends(info) + _accept_in_process(info)
+        finally:
+            stack.stop()
+
+
+@contextmanager
+def _stack_json_kept() -> Iterator[None]:
+    """Stack.start() writes .local-data/stack.json: put back a `make run` stack's file, or
+    leave no trace if there was none."""
+    folder = ROOT / ".local-data"
+    path = folder / "stack.json"
+    existed = folder.exists()
+    saved = path.read_text() if path.exists() else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            path.write_text(saved)
+        else:
+            path.unlink(missing_ok=True)
+            if not existed:
+                with suppress(OSError):  # only if empty: the topics may have dead-lettered
+                    folder.rmdir()
+
+
+def _wait_healthy(info: StackInfo, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{info.base_url}/api/health", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the stack's /api/health did not answer 200")
+        time.sleep(0.2)
+
+
+def _webhook(info: StackInfo) -> list[Figure]:
+    prefix = local_settings().get("TABLE_PREFIX") or "Email"
+    service = TableServiceClient.from_connection_string(info.storage_connection_string)
+    store = MessageStore(service, prefix)
+    store.create_tables()
+    now = datetime.now(UTC)
+    pairs = recipients(WEBHOOK_EVENTS + 100, "hook")
+    write_sent_rows(store, pairs, now)
+    events = mixed_events(pairs, now + timedelta(seconds=2))
+    warm, timed = events[:100], events[100:]
+
+    url = (
+        f"{info.base_url}/runtime/webhooks/eventgrid"
+        f"?functionName=record_delivery_report&code={info.function_key}"
+    )
+    headers = {"aeg-event-type": "Notification"}
+    failures: list[int] = []
+
+    def deliver(batches: list[Any]) -> None:
+        with httpx.Client(headers=headers, timeout=60) as client:
+            for batch in batches:
+                reply = client.post(url, json=list(batch))
+                if reply.status_code != 200:
+                    failures.append(reply.status_code)
+
+    def spread(items: list[Any]) -> list[list[Any]]:
+        batches = list(chunks(items, WEBHOOK_BATCH))
+        return [batches[i::WEBHOOK_CLIENTS] for i in range(WEBHOOK_CLIENTS)]
+
+    with ThreadPoolExecutor(WEBHOOK_CLIENTS) as pool:
+        list(pool.map(deliver, spread(warm)))
+        failures.clear()
+        start = time.perf_counter()
+        list(pool.map(deliver, spread(timed)))
+        elapsed = time.perf_counter() - start
+    line(
+        f"{len(timed):,} events, batches of {WEBHOOK_BATCH}, {WEBHOOK_CLIENTS} clients",
+        f"{len(failures)} non-200 replies",
+    )
+    return [figure(SECTION, "webhook reports/s", len(timed) / elapsed, "/s", digits=0)]
+
+
+def _sends(info: StackInfo) -> list[Figure]:
+    app = httpx.Client(
+        base_url=info.base_url,
+        headers={"x-functions-key": info.function_key},
+        timeout=60,
+        limits=httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS),
+    )
+    assert info.sandbox_url is not None, "the bench needs the ACS sandbox, not a real resource"
+    sdk = EmailClient(info.sandbox_url, AzureKeyCredential(DEFAULT_ACCESS_KEY))
+    statuses: list[int] = []
+
+    def via_app(n: int) -> None:
+        statuses.append(app.post("/api/emails", json=send_request(n)).status_code)
+
+    def via_sdk(n: int) -> None:
+        sdk.begin_send(
+            acs_message(n, SANDBOX_SENDER), operation_id=str(uuid.uuid4()), polling=False
+        )
+
+    with app:
+        for n in range(5):  # warm up both paths (connections, first-use clients, tables)
+            via_app(n)
+            via_sdk(n)
+        statuses.clear()
+        app_s, sdk_s = [], []
+        for n in range(LATENCY_SENDS):  # interleaved, so drift hits both alike
+            start = time.perf_counter()
+            via_app(n)
+            app_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            via_sdk(n)
+            sdk_s.append(time.perf_counter() - start)
+        sequential_rejects = sum(1 for s in statuses if s != 202)
+
+        statuses.clear()
+        app_rate = pooled(via_app, range(CONCURRENT_SENDS))
+        accepted = sum(1 for s in statuses if s == 202)
+        sdk_rate = pooled(via_sdk, range(CONCURRENT_SENDS))
+
+    ms = {
+        name: (percentile(s, 50) * 1000, percentile(s, 99) * 1000)
+        for name, s in (("app", app_s), ("sdk", sdk_s))
+    }
+    line(f"{LATENCY_SENDS} sequential sends each, interleaved", f"{sequential_rejects} non-202")
+    line("POST /api/emails, p50 / p99", f"{ms['app'][0]:,.1f} / {ms['app'][1]:,.1f} ms")
+    line(
+        "SDK begin_send(polling=False), p50 / p99", f"{ms['sdk'][0]:,.1f} / {ms['sdk'][1]:,.1f} ms"
+    )
+    figs = [
+        figure(SECTION, "send latency p50, app ÷ SDK", ms["app"][0] / ms["sdk"][0], at_most=1.5),
+        figure(SECTION, "send latency p99, app ÷ SDK", ms["app"][1] / ms["sdk"][1], at_most=1.5),
+    ]
+    line(
+        f"{CONCURRENT_SENDS} sends, {WORKERS} concurrent clients",
+        f"{accepted} accepted (202), {CONCURRENT_SENDS - accepted} not",
+    )
+    rate = app_rate * accepted / CONCURRENT_SENDS
+    figs.append(figure(SECTION, "accepted sends/s, 8 clients", rate, "/s", digits=0))
+    line("  for scale: SDK sends/s straight to the sandbox", f"{sdk_rate:,.0f} /s")
+    return figs
+
+
+def _accept_in_process(info: StackInfo) -> list[Figure]:
+    """What `POST /api/emails` does under the host: accept_send in this process, requests
+    counted per storage service, to show where the latency goes."""
+    from shared import services
+    from shared.sending.service import accept_send
+
+    ports = {
+        urlsplit(part.split("=", 1)[1]).port: part.split("Endpoint=", 1)[0].lower()
+        for part in info.storage_connection_string.split(";")
+        if "Endpoint=http" in part
+    }
+    settings = {
+        **local_settings(),
+        "AzureWebJobsStorage": info.storage_connection_string,
+        "EMAIL_STORAGE_CONNECTION_STRING": "",
+        "ACS_ENDPOINT": info.sandbox_url or "",
+        "ACS_KEY": DEFAULT_ACCESS_KEY,
+    }
+    with environment(settings):
+        services.reset()
+        try:
+            outbox = services.outbox()
+            body = json.dumps(send_request(0)).encode()
+            accept_send(outbox, body, "application/json", None, info.base_url)  # first use
+            seconds = []
+            with _counted_requests() as counts:
+                for _ in range(ACCEPTS_IN_PROCESS):
+                    start = time.perf_counter()
+                    accept_send(outbox, body, "application/json", None, info.base_url)
+                    seconds.append(time.perf_counter() - start)
+        finally:
+            services.reset()
+    per_send = {ports.get(port, str(port)): n / ACCEPTS_IN_PROCESS for port, n in counts.items()}
+    shown = ", ".join(f"{name} {n:g}" for name, n in sorted(per_send.items()))
+    line(
+        f"accept_send in-process, {ACCEPTS_IN_PROCESS} sequential",
+        f"p50 {percentile(seconds, 50) * 1000:,.1f} ms",
+    )
+    line("  requests per accepted send, by storage service", shown)
+    return [figure(SECTION, "round trips/accepted send (in-process)", sum(per_send.values()))]
+
+
+@contextmanager
+def _counted_requests() -> Iterator[Counter[int | None]]:
+    """Count every azure-core request by port. The app builds its own clients (services.py),
+    so there is no seam to pass a hook through; the transport class is the one place."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    counts: Counter[int | None] = Counter()
+    original = RequestsTransport.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        counts[urlsplit(request.url).port] += 1
+        return original(self, request, **kwargs)
+
+    RequestsTransport.send = send
+    try:
+        yield counts
+    finally:
+        RequestsTransport.send = original
