@@ -18,8 +18,9 @@ from local.ports import free_port
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    port = free_port()
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
+    """uvicorn on `port` (a free one by default) in a thread; yields the base URL."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -34,7 +35,8 @@ def serve(app: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 class Capture:

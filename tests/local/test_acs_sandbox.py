@@ -5,18 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from azure.communication.email import EmailClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import (
@@ -42,29 +39,11 @@ from local.acs_sandbox import (
 )
 from local.ports import free_port
 from tests.conftest import REFERENCE_EVENTS_DIR
+from tests.servers import serve
 
 SENDER = "noreply@sandbox.test"
 EVENTS_KEY = "local-topic-key"
 API = "api-version=2025-09-01"
-
-
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on a free loopback port in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn died while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass

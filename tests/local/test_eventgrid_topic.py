@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.messaging import CloudEvent
@@ -35,6 +33,7 @@ from local.eventgrid_topic import (
     parse_subscription,
 )
 from local.ports import free_port
+from tests.servers import serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,24 +42,6 @@ FAST = {"initial_backoff_s": 0.01, "max_backoff_s": 0.05}  # retries without slo
 
 
 # --- servers in threads -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(app: Starlette, port: int | None = None) -> Iterator[int]:
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during startup"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass
@@ -162,9 +143,9 @@ class RunningTopic:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
-    with serve(rec.app()) as port:
+    with serve(rec.app()) as base:
         rec.url = (
-            f"http://127.0.0.1:{port}/runtime/webhooks/eventgrid"
+            f"{base}/runtime/webhooks/eventgrid"
             "?functionName=record_delivery_report&code=function-key"
         )
         yield rec
@@ -420,8 +401,8 @@ def test_dead_letter_at_once_on_400(receiver: Receiver, start_topic: StartTopic)
 
 def test_unreachable_endpoint_is_retried_then_dead_lettered(start_topic: StartTopic) -> None:
     receiver = Receiver()
-    with serve(receiver.app()) as port:
-        url = f"http://127.0.0.1:{port}/runtime/webhooks/eventgrid"
+    with serve(receiver.app()) as base:
+        url = f"{base}/runtime/webhooks/eventgrid"
         topic = start_topic(Subscription("reports", url, max_delivery_attempts=3, **FAST))
         topic.settle()  # validated while the endpoint was up
     topic.publish([eg_event(1)])

@@ -16,7 +16,6 @@ from typing import Any
 import azure.functions as func
 import httpx
 import pytest
-import uvicorn
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 from starlette.applications import Starlette
@@ -31,31 +30,11 @@ from local.host import (
     parse_schedule,
     parse_timespan,
 )
-from local.ports import free_port
 from tests.local import sample_app
+from tests.servers import serve
 
 KEY = "test-function-key"
 EVENT_GRID = "/runtime/webhooks/eventgrid"
-
-
-@contextlib.contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """uvicorn in a background thread on a free port; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during startup"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def eventually(check: Callable[[], bool], timeout: float = 8.0) -> None:
