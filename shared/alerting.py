@@ -9,8 +9,6 @@ id: a crash between the send and the state update republishes the same id.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from contextlib import suppress
@@ -23,6 +21,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from . import keys
 from .alerts import Alert
 from .errors import InvalidInput, Problem
+from .paging import NOT_OURS, decode_token, encode_token, is_table_token
 from .state import iso
 from .store import storage_errors
 
@@ -180,18 +179,20 @@ class AlertLog:
 
 
 def _encode(day: str, token: Any) -> str:
-    raw = json.dumps({"day": day, "token": token}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_token({"day": day, "token": token})
 
 
 def _decode(value: str) -> tuple[str, Any]:
+    problems: list[Problem] = []
+    data = decode_token(value, problems)
     try:
-        data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if problems or not isinstance(data, dict):
+            raise ValueError
         day = str(data["day"])
         datetime.strptime(day, "%Y-%m-%d")  # a date: validates the format
-        return day, data.get("token")
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidInput(
-            "Invalid continuation token",
-            [Problem("continuation", "not a token this API returned")],
-        ) from None
+        token = data.get("token")
+        if token is not None and not is_table_token(token):
+            raise ValueError
+        return day, token
+    except (ValueError, KeyError):
+        raise InvalidInput("Invalid continuation token", [NOT_OURS]) from None

@@ -18,9 +18,6 @@ ETag check (412) and we re-read and re-decide, a bounded number of times.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -48,6 +45,7 @@ from azure.data.tables import (
 from . import keys
 from .errors import InvalidInput, Problem, Transient
 from .events import DeliveryReport, EngagementReport
+from .paging import NOT_OURS, decode_token, encode_token, is_table_token
 from .state import Fact, apply_engagement, apply_fact, fact_from_report, iso
 
 MAX_CONFLICT_RETRIES = 12
@@ -268,7 +266,14 @@ class MessageStore:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of an address's messages, newest first, each with its status row."""
         pk = keys.address_key(address).replace("'", "''")
-        token = _decode_token(continuation) if continuation else None
+        token = None
+        if continuation:
+            problems: list[Problem] = []
+            token = decode_token(continuation, problems)
+            if not problems and not is_table_token(token):
+                problems.append(NOT_OURS)
+            if problems:
+                raise InvalidInput("Invalid continuation token", problems)
         with storage_errors():
             pages = self.index.query_entities(
                 f"PartitionKey eq '{pk}'", results_per_page=limit
@@ -289,7 +294,7 @@ class MessageStore:
             {**entry, "statusRow": dict(s) if s else None}
             for entry, s in zip(page, statuses, strict=True)
         ]
-        return items, _encode_token(next_token) if next_token else None
+        return items, encode_token(next_token) if next_token else None
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -368,24 +373,3 @@ def _truncate(text: str, limit: int) -> str:
         return text
     marker = f"…[truncated {len(text) - limit} characters]"
     return text[: limit - len(marker)] + marker
-
-
-def _encode_token(token: Any) -> str:
-    raw = json.dumps(token, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(value: str) -> Any:
-    problem = InvalidInput(
-        title="Invalid continuation token",
-        problems=[Problem("continuation", "not a token this API returned")],
-    )
-    if len(value) > 2048:
-        raise problem
-    try:
-        token = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (ValueError, binascii.Error):
-        raise problem from None
-    if not isinstance(token, dict) or not all(isinstance(v, str) for v in token.values()):
-        raise problem
-    return token

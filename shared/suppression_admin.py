@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput, NotFound, Problem, UnsupportedMediaType
 from .events import MAX_ADDRESS_LENGTH
+from .paging import NOT_OURS, decode_token, encode_token, is_table_token
 from .state import parse_iso
 
 if TYPE_CHECKING:
@@ -151,21 +150,15 @@ def list_domain(
         problems.append(Problem("domain", "required: the recipient domain to list"))
     token = None
     if continuation:
-        try:
-            token = json.loads(
-                base64.urlsafe_b64decode(continuation + "=" * (-len(continuation) % 4))
-            )
-        except (ValueError, binascii.Error):
-            problems.append(Problem("continuation", "not a token this API returned"))
+        count = len(problems)
+        token = decode_token(continuation, problems)
+        if len(problems) == count and not is_table_token(token):
+            problems.append(NOT_OURS)
     if problems:
         raise InvalidInput("Invalid query parameters", problems)
     assert domain is not None
     rows, next_token = suppressions.list_domain(domain, limit, token)
-    encoded = (
-        base64.urlsafe_b64encode(json.dumps(next_token).encode()).decode().rstrip("=")
-        if next_token
-        else None
-    )
+    encoded = encode_token(next_token) if next_token else None
     return {
         "domain": domain.lower(),
         "suppressions": [

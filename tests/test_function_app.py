@@ -85,7 +85,7 @@ def test_pure_modules_import_no_azure() -> None:
     from pathlib import Path
 
     pure = [
-        "events", "status", "keys", "state", "views", "lookup", "errors", "settings",
+        "events", "status", "keys", "state", "views", "lookup", "errors", "settings", "paging",
         "sending/ratelimit", "sending/policy", "sending/validation",
         "classification/classifier", "classification/codes", "classification/phrasebook",
         "classification/taxonomy",

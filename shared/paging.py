@@ -1,0 +1,34 @@
+"""Opaque continuation tokens for the paged APIs: a JSON value as unpadded base64url."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from .errors import Problem
+
+MAX_TOKEN_LENGTH = 2048
+NOT_OURS = Problem("continuation", "not a token this API returned")
+
+
+def encode_token(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, problems: list[Problem]) -> Any:
+    """The value inside `token`; None, with the problem added, when it is not one of ours."""
+    try:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        problems.append(NOT_OURS)
+        return None
+
+
+def is_table_token(value: Any) -> bool:
+    """The shape of an azure-data-tables continuation token: a dict of strings."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
