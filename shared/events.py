@@ -143,11 +143,7 @@ def _get(data: Mapping[str, Any], *keys: str) -> Any:
 def _delivery(envelope: Envelope, data: Mapping[str, Any]) -> DeliveryReport:
     recipient = _address(data.get("recipient"), "recipient", required=True)
     assert recipient is not None
-    status = data.get("status")
-    if not isinstance(status, str) or not status.strip():
-        raise MalformedEvent("missing status")
-    if len(status) > 64 or _CONTROL.search(status):
-        raise MalformedEvent("status is not a status value")
+    status = _vocabulary_value(data.get("status"), "status")
     details = data.get("deliveryStatusDetails")
     if details is None:
         details = {}
@@ -159,15 +155,9 @@ def _delivery(envelope: Envelope, data: Mapping[str, Any]) -> DeliveryReport:
         MAX_STATUS_MESSAGE_LENGTH,
         _CONTROL_EXCEPT_WHITESPACE,
     )
-    attempt_at = _timestamp(
-        _get(data, "deliveryAttemptTimestamp", "deliveryAttemptTimeStamp"),
-        "deliveryAttemptTimestamp",
-        required=False,
+    attempt_at = _occurred_at(
+        envelope, data, "deliveryAttemptTimestamp", "deliveryAttemptTimeStamp"
     )
-    if attempt_at is None:
-        attempt_at = envelope.event_time
-    if attempt_at is None:
-        raise MalformedEvent("no deliveryAttemptTimestamp and no event time")
     return DeliveryReport(
         envelope=envelope,
         message_id=_message_id(envelope, data),
@@ -182,23 +172,12 @@ def _delivery(envelope: Envelope, data: Mapping[str, Any]) -> DeliveryReport:
 
 
 def _engagement(envelope: Envelope, data: Mapping[str, Any]) -> EngagementReport:
-    raw_type = data.get("engagementType")
-    if not isinstance(raw_type, str) or not raw_type.strip():
-        raise MalformedEvent("missing engagementType")
-    if len(raw_type) > 64 or _CONTROL.search(raw_type):
-        raise MalformedEvent("engagementType is not a type value")
+    raw_type = _vocabulary_value(data.get("engagementType"), "engagementType")
     try:
         engagement_type = EngagementType(raw_type.strip().lower())
     except ValueError:
         engagement_type = EngagementType.UNKNOWN
-    action_at = _timestamp(
-        _get(data, "userActionTimestamp", "userActionTimeStamp"),
-        "userActionTimestamp",
-        required=False,
-    )
-    action_at = action_at or envelope.event_time
-    if action_at is None:
-        raise MalformedEvent("no userActionTimestamp and no event time")
+    action_at = _occurred_at(envelope, data, "userActionTimestamp", "userActionTimeStamp")
     return EngagementReport(
         envelope=envelope,
         message_id=_message_id(envelope, data),
@@ -210,6 +189,25 @@ def _engagement(envelope: Envelope, data: Mapping[str, Any]) -> EngagementReport
         user_agent=_text(data.get("userAgent"), "userAgent") or None,
         action_at=action_at,
     )
+
+
+def _occurred_at(
+    envelope: Envelope, data: Mapping[str, Any], key: str, other_spelling: str
+) -> datetime:
+    """The report's own timestamp (either key spelling), else the envelope's time."""
+    at = _timestamp(_get(data, key, other_spelling), key, required=False) or envelope.event_time
+    if at is None:
+        raise MalformedEvent(f"no {key} and no event time")
+    return at
+
+
+def _vocabulary_value(value: Any, name: str) -> str:
+    """A short vocabulary word such as a status or an engagement type."""
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedEvent(f"missing {name}")
+    if len(value) > 64 or _CONTROL.search(value):
+        raise MalformedEvent(f"{name} is longer than 64 characters or has control characters")
+    return value
 
 
 def _message_id(envelope: Envelope, data: Mapping[str, Any]) -> str:
