@@ -405,6 +405,17 @@ def _has_lone_surrogate(doc: Any) -> bool:
     return False
 
 
+def _required_string(value: object, where: str, add: _Add) -> str | None:
+    """The value if it is a string; otherwise None, with the problem recorded."""
+    if value is None:
+        add(where, "is required")
+        return None
+    if not isinstance(value, str):
+        add(where, f"must be a string, not {_json_type(value)}")
+        return None
+    return value
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
@@ -622,11 +633,8 @@ def _mailboxes(
 
 def _address(value: object, where: str, add: _Add) -> tuple[str, str | None] | None:
     """(address with an A-label domain, the address as given if that differs), or None."""
+    value = _required_string(value, where, add)
     if value is None:
-        add(where, "is required")
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     if not value:
         add(where, "must not be empty")
@@ -805,11 +813,8 @@ def _attachments(raw: object, add: _Add) -> tuple[list[Attachment], int]:
 
 
 def _attachment_name(value: object, where: str, add: _Add) -> str | None:
+    value = _required_string(value, where, add)
     if value is None:
-        add(where, "is required")
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     ok = True
     if not value.strip() or value in {".", ".."}:
@@ -833,11 +838,8 @@ def _attachment_name(value: object, where: str, add: _Add) -> str | None:
 
 
 def _attachment_type(value: object, where: str, add: _Add) -> str | None:
+    value = _required_string(value, where, add)
     if value is None:
-        add(where, "is required")
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     media_type = value.lower()
     if ";" in media_type:
@@ -853,11 +855,8 @@ def _attachment_type(value: object, where: str, add: _Add) -> str | None:
 
 
 def _decoded_size(value: object, where: str, add: _Add) -> int | None:
+    value = _required_string(value, where, add)
     if value is None:
-        add(where, "is required")
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     if not value:
         add(where, "must not be empty")
