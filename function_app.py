@@ -221,6 +221,53 @@ def publish_pending_alerts(timer: func.TimerRequest) -> None:
     services.alert_log().publish_pending()
 
 
+@app.timer_trigger(arg_name="timer", schedule="30 */1 * * * *", run_on_startup=False)
+def evaluate_sender_rates(timer: func.TimerRequest) -> None:
+    from shared import services
+
+    services.sender_health().evaluate_all()
+
+
+@app.timer_trigger(arg_name="timer", schedule="45 */1 * * * *", run_on_startup=False)
+def detect_stuck_deliveries(timer: func.TimerRequest) -> None:
+    from shared import services
+    from shared.alerts import AddressMode
+    from shared.settings import get_settings
+
+    services.in_flight().detect(AddressMode(get_settings().alert_addresses))
+
+
+# --- Sender domains (operators) -------------------------------------------------------------
+
+
+@app.route(route="senders/{domain}", methods=["GET"])
+def get_sender_health(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import sender_admin, services
+
+        domain = req.route_params.get("domain", "")
+        return web.json_response(sender_admin.get(services.sender_health(), domain))
+
+    return web.respond(req, handle)
+
+
+@app.route(route="senders/{domain}/resume", methods=["POST"])
+def resume_sender(req: func.HttpRequest) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        from shared import sender_admin, services
+
+        return web.json_response(
+            sender_admin.resume(
+                services.sender_health(),
+                req.route_params.get("domain", ""),
+                req.get_body(),
+                req.headers.get("content-type"),
+            )
+        )
+
+    return web.respond(req, handle)
+
+
 @app.route(route="explain", methods=["GET"])
 def explain_status(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:

@@ -27,6 +27,10 @@ class AlertType(StrEnum):
     SPAM_FILTERED = "AcsEmailInsights.Message.SpamFiltered"  # a receiver filtered it as spam
     QUARANTINED = "AcsEmailInsights.Message.Quarantined"  # quarantined on the way
     SEND_FAILED = "AcsEmailInsights.Send.Failed"  # we could not hand it to ACS, for good
+    DELIVERY_STUCK = "AcsEmailInsights.Delivery.Stuck"  # no final report N minutes after sending
+    BOUNCE_RATE = "AcsEmailInsights.Sender.BounceRateHigh"  # hard-bounce rate over a threshold
+    SPAM_RATE = "AcsEmailInsights.Sender.SpamRateHigh"  # spam/quarantine rate over a threshold
+    RATE_RECOVERED = "AcsEmailInsights.Sender.RateRecovered"  # an announced rate is back down
 
 
 class AddressMode(StrEnum):
@@ -115,12 +119,14 @@ def for_suppression(
     at: datetime,
     mode: AddressMode,
     message_id: str | None = None,
+    expires_at: datetime | None = None,
 ) -> Alert:
     data = {
         "messageId": message_id,
         **recipient_fields(address, mode),
         "reason": reason,
         "origin": origin,
+        "expiresAt": expires_at.isoformat() if expires_at else None,
     }
     return Alert(
         alert_id(AlertType.SUPPRESSED, f"{address.lower()}|{origin}"),
@@ -138,4 +144,97 @@ def for_send_failure(*, message_id: str, code: str, explanation: str, at: dateti
         f"messages/{message_id}",
         at,
         {"messageId": message_id, "code": code, "explanation": explanation},
+    )
+
+
+def for_stuck_delivery(
+    *,
+    message_id: str,
+    sender: str | None,
+    recipients: list[str],
+    sent_at: str | None,
+    minutes: int,
+    at: datetime,
+    mode: AddressMode,
+) -> Alert:
+    return Alert(
+        alert_id(AlertType.DELIVERY_STUCK, message_id),
+        AlertType.DELIVERY_STUCK,
+        f"messages/{message_id}",
+        at,
+        {
+            "messageId": message_id,
+            "senderDomain": sender.rpartition("@")[2].lower() if sender else None,
+            "sentAt": sent_at,
+            "stuckAfterMinutes": minutes,
+            "recipientCount": len(recipients),
+            "recipients": [recipient_fields(r, mode) for r in recipients[:50]],
+            "recipientDomain": recipient_fields(recipients[0], mode)["recipientDomain"]
+            if len(recipients) == 1
+            else None,
+            "explanation": (
+                f"ACS accepted this message but sent no final delivery report for "
+                f"{len(recipients)} recipient(s) within {minutes} minutes."
+            ),
+            "action": (
+                "Look the message up (GET /api/emails/{messageId}); check the Event Grid "
+                "subscription for EmailDeliveryReportReceived and its dead-letter location."
+            ),
+        },
+    )
+
+
+def for_rate(
+    *,
+    domain: str,
+    metric: str,
+    level: str | None,
+    recovered: bool,
+    rate: float | None,
+    counts: Mapping[str, int],
+    thresholds: Mapping[str, float],
+    window_minutes: int,
+    episode_since: str,
+    paused: bool,
+    at: datetime,
+) -> Alert:
+    """A sender-domain rate alert; one id per (domain, metric, level, episode start)."""
+    if recovered:
+        kind = AlertType.RATE_RECOVERED
+    else:
+        kind = AlertType.BOUNCE_RATE if metric == "bounce" else AlertType.SPAM_RATE
+    what = "hard-bounce" if metric == "bounce" else "spam-filtered/quarantined"
+    shown = "n/a" if rate is None else f"{rate:.2f}%"
+    if recovered:
+        explanation = f"The {what} rate of {domain} is back down to {shown}."
+    else:
+        explanation = (
+            f"The {what} rate of {domain} is {shown} over the last {window_minutes} minutes "
+            f"({level}; threshold {thresholds.get(level or '', 0):g}%)."
+        )
+    return Alert(
+        alert_id(kind, f"{domain}|{metric}|{level}|{episode_since}"),
+        kind,
+        f"senders/{domain}",
+        at,
+        {
+            "senderDomain": domain,
+            "metric": metric,
+            "level": level,
+            "ratePercent": None if rate is None else round(rate, 4),
+            **counts,
+            "thresholdsPercent": dict(thresholds),
+            "windowMinutes": window_minutes,
+            "paused": paused,
+            "explanation": explanation,
+            "action": (
+                "Sends from this domain are on hold until an operator resumes them "
+                f"(POST /api/senders/{domain}/resume)."
+                if paused
+                else "Check the recipients of recent sends (list hygiene, a bad import, "
+                "content) before reputation suffers."
+            )
+            if not recovered
+            else "Nothing; keep watching.",
+        },
     )

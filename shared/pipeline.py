@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,11 @@ def record_event(
         # and the suppression write is idempotent on the event id.
         if should_suppress(classification):
             _suppress(parsed, classification)
+        elif _in_streak(classification):
+            _note_soft_bounce(parsed, classification)
         _alert(parsed, classification)
+        if not result.duplicate:  # counted at most once (see shared/senders.py)
+            _count(parsed, classification, result.previous)
     else:
         assert isinstance(parsed, EngagementReport)
         result = store().record_engagement(parsed)
@@ -88,11 +93,19 @@ def should_suppress(classification: Mapping[str, Any]) -> bool:
     return classification.get("reason") not in _SPAM_REASONS or get_settings().suppress_on_spam
 
 
-def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None:
+def _suppress(
+    report: DeliveryReport,
+    classification: Mapping[str, Any],
+    origin: str | None = None,
+    expires_at: datetime | None = None,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> None:
     from .services import suppression_list
     from .suppressions import Change
 
     reason = str(classification.get("reason") or "undefined")
+    origin = origin or f"event:{report.envelope.event_id}"
     detail = {
         "messageId": report.message_id,
         "acsStatus": report.acs_status,
@@ -100,18 +113,19 @@ def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None
         "smtpCode": classification.get("smtpCode"),
         "enhancedCode": classification.get("enhancedCode"),
         "explanation": classification.get("explanation"),
+        "note": note,
     }
     changed, state = suppression_list().apply(
         report.recipient,
         Change(
             active=True,
             reason=reason,
-            origin=f"event:{report.envelope.event_id}",
-            at=report.attempt_at,
-            detail=detail,
+            origin=origin,
+            at=at or report.attempt_at,
+            detail={k: v for k, v in detail.items() if v is not None},
+            expires_at=expires_at,
         ),
     )
-    origin = f"event:{report.envelope.event_id}"
     if changed or (state and state.get("active") and state.get("origin") == origin):
         # also when the change was made by an earlier delivery of this event: the alert id is
         # the same, so a crash between the change and its alert cannot lose the alert.
@@ -123,13 +137,86 @@ def _suppress(report: DeliveryReport, classification: Mapping[str, Any]) -> None
                 address=report.recipient,
                 reason=reason,
                 origin=origin,
-                at=report.attempt_at,
+                at=at or report.attempt_at,
                 mode=AddressMode(get_settings().alert_addresses),
                 message_id=report.message_id,
+                expires_at=expires_at,
             )
         )
     if changed:
         log.info("suppressed: message=%s reason=%s", report.message_id, reason)
+
+
+# Soft bounces that say something about the address (not about us, the content or the network
+# on our side): a streak of them suppresses the address for a while.
+_STREAK_REASONS = frozenset({"mailboxfull", "suspend", "expired", "systemfull", "mailererror"})
+
+
+def _in_streak(classification: Mapping[str, Any]) -> bool:
+    return (
+        classification.get("bounceType") == "soft"
+        and classification.get("reason") in _STREAK_REASONS
+        and get_settings().soft_bounce_streak > 0
+    )
+
+
+def _note_soft_bounce(report: DeliveryReport, classification: Mapping[str, Any]) -> None:
+    """SOFT_BOUNCE_STREAK soft bounces within the window, with no delivery to the address
+    since the first of them, suppress it until SOFT_BOUNCE_SUPPRESS_HOURS after the last."""
+    from datetime import timedelta
+
+    from .services import message_store, suppression_list
+    from .state import parse_iso
+
+    settings = get_settings()
+    streak = suppression_list().note_soft_bounce(
+        report.recipient,
+        report.envelope.event_id,
+        report.attempt_at,
+        timedelta(hours=settings.soft_bounce_window_hours),
+        settings.soft_bounce_streak,
+    )
+    if len(streak) < settings.soft_bounce_streak:
+        return
+    first = streak[0][0]
+    history, _ = message_store().recipient_history(report.recipient, 20, None)
+    for item in history:
+        row = item.get("statusRow") or {}
+        if row.get("status") == "delivered" and str(row.get("at", "")) > first:
+            return  # it delivered in between: not a streak
+    last_at, last_id = streak[-1]
+    last = parse_iso(last_at)
+    assert last is not None
+    _suppress(
+        report,
+        {**classification, "reason": "softbouncestreak"},
+        origin=f"streak:{last_id}",
+        expires_at=last + timedelta(hours=settings.soft_bounce_suppress_hours),
+        note=f"{len(streak)} soft bounces ({classification.get('reason')}) since {first}",
+        at=last,  # the streak's, not this report's: a redelivered member changes nothing
+    )
+
+
+def _count(
+    report: DeliveryReport, classification: Mapping[str, Any], previous: Mapping[str, Any] | None
+) -> None:
+    from .rates import Counts
+    from .senders import domain_of
+    from .services import sender_health
+    from .status import Status, from_acs
+
+    status = from_acs(report.acs_status)
+    if status is Status.EXPANDED:
+        return
+    # Mail sent through our worker is counted when sent; mail sent some other way is counted
+    # the first time a report names the recipient, so rates work without our send endpoint too.
+    external = previous is None or not previous.get("acceptedAt")
+    counts = Counts(
+        sent=1 if external and previous is None else 0,
+        hard=1 if classification.get("bounceType") == "hard" else 0,
+        spam=1 if status in (Status.SPAM_FILTERED, Status.QUARANTINED) else 0,
+    )
+    sender_health().add(domain_of(report.sender), counts)
 
 
 def _alert(report: DeliveryReport, classification: Mapping[str, Any]) -> None:

@@ -11,8 +11,10 @@ if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
 
     from .alerting import AlertLog
+    from .senders import SenderHealth
     from .sending.outbox import Outbox
     from .store import MessageStore
+    from .stuck import InFlight
     from .suppressions import SuppressionList
 
 
@@ -111,6 +113,30 @@ def alert_log() -> AlertLog:
     return log
 
 
+@cache
+def sender_health() -> SenderHealth:
+    from .senders import SenderHealth
+
+    settings = get_settings()
+    health = SenderHealth(
+        table_service(),
+        settings.table_prefix,
+        settings.rate_policy(),
+        settings.rate_counter_shards,
+    )
+    health.create_tables()
+    return health
+
+
+@cache
+def in_flight() -> InFlight:
+    from .stuck import InFlight
+
+    tracker = InFlight(table_service(), get_settings().table_prefix, message_store())
+    tracker.create_table()
+    return tracker
+
+
 def reset() -> None:
     """Forget every client (tests switch settings between cases)."""
     from . import acs
@@ -121,4 +147,6 @@ def reset() -> None:
     suppression_list.cache_clear()
     outbox.cache_clear()
     alert_log.cache_clear()
+    sender_health.cache_clear()
+    in_flight.cache_clear()
     acs.email_client.cache_clear()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 
 from .errors import AppError
+from .rates import RatePolicy, Thresholds
 
 
 class SettingsError(AppError):
@@ -40,6 +42,29 @@ class Settings:
     alerts_topic_endpoint: str | None
     alerts_topic_key: str | None
     alert_addresses: str  # hash | plain | omit: how alerts carry the recipient address
+    # Sender reputation: hard-bounce and spam rates per sender domain over a sliding window.
+    rate_window_minutes: int
+    rate_min_volume: int  # recipients sent in the window before a rate is judged
+    bounce_rate_warning: float  # percent
+    bounce_rate_critical: float
+    spam_rate_warning: float
+    spam_rate_critical: float
+    rate_counter_shards: int  # counter partitions per sender domain (see README scale math)
+    auto_pause: bool  # hold new sends of a sender domain on a critical rate, until resumed
+    # Delivery-stuck alert: no final report this long after ACS accepted the message.
+    stuck_after_minutes: int
+    # Temporary suppression after a streak of address-related soft bounces (0 turns it off).
+    soft_bounce_streak: int
+    soft_bounce_window_hours: int
+    soft_bounce_suppress_hours: int
+
+    def rate_policy(self) -> RatePolicy:
+        return RatePolicy(
+            window=timedelta(minutes=self.rate_window_minutes),
+            min_volume=self.rate_min_volume,
+            bounce=Thresholds(self.bounce_rate_warning, self.bounce_rate_critical),
+            spam=Thresholds(self.spam_rate_warning, self.spam_rate_critical),
+        )
 
     @property
     def tables_configured(self) -> bool:
@@ -51,7 +76,9 @@ _TRUE = {"1", "true", "yes", "on"}
 SEND_QUEUE = "email-send"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, problems: list[str], minimum: int = 1
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -60,8 +87,22 @@ def _int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -
     except ValueError:
         problems.append(f"{name} must be an integer, got {raw!r}")
         return default
-    if value <= 0:
-        problems.append(f"{name} must be positive, got {value}")
+    if value < minimum:
+        problems.append(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _percent(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a number (percent), got {raw!r}")
+        return default
+    if not 0 < value <= 100:
+        problems.append(f"{name} must be a percentage above 0 and at most 100, got {value}")
     return value
 
 
@@ -101,7 +142,25 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         alerts_topic_endpoint=_opt(env, "ALERTS_TOPIC_ENDPOINT"),
         alerts_topic_key=_opt(env, "ALERTS_TOPIC_KEY"),
         alert_addresses=env.get("ALERT_ADDRESSES", "").strip().lower() or "hash",
+        rate_window_minutes=_int(env, "RATE_WINDOW_MINUTES", 60, problems),
+        rate_min_volume=_int(env, "RATE_MIN_VOLUME", 100, problems),
+        bounce_rate_warning=_percent(env, "BOUNCE_RATE_WARNING", 5.0, problems),
+        bounce_rate_critical=_percent(env, "BOUNCE_RATE_CRITICAL", 10.0, problems),
+        spam_rate_warning=_percent(env, "SPAM_RATE_WARNING", 0.1, problems),
+        spam_rate_critical=_percent(env, "SPAM_RATE_CRITICAL", 0.5, problems),
+        rate_counter_shards=_int(env, "RATE_COUNTER_SHARDS", 4, problems),
+        auto_pause=env.get("AUTO_PAUSE", "").strip().lower() in _TRUE,
+        stuck_after_minutes=_int(env, "STUCK_AFTER_MINUTES", 30, problems),
+        soft_bounce_streak=_int(env, "SOFT_BOUNCE_STREAK", 3, problems, minimum=0),
+        soft_bounce_window_hours=_int(env, "SOFT_BOUNCE_WINDOW_HOURS", 72, problems),
+        soft_bounce_suppress_hours=_int(env, "SOFT_BOUNCE_SUPPRESS_HOURS", 24, problems),
     )
+    if settings.bounce_rate_warning > settings.bounce_rate_critical:
+        problems.append("BOUNCE_RATE_WARNING must not be above BOUNCE_RATE_CRITICAL")
+    if settings.spam_rate_warning > settings.spam_rate_critical:
+        problems.append("SPAM_RATE_WARNING must not be above SPAM_RATE_CRITICAL")
+    if settings.rate_counter_shards > 64:
+        problems.append("RATE_COUNTER_SHARDS must be at most 64")
     if settings.alert_addresses not in {"hash", "plain", "omit"}:
         problems.append("ALERT_ADDRESSES must be hash, plain or omit")
     if problems:

@@ -55,6 +55,11 @@ def state_view(
     }
 
 
+def _expired(expires_at: Any) -> bool:
+    expires = parse_iso(expires_at)
+    return expires is not None and expires <= datetime.now(UTC)
+
+
 def get(suppressions: SuppressionList, address: str) -> dict[str, Any]:
     address = _address(address)
     row = suppressions.get(address)
@@ -63,7 +68,10 @@ def get(suppressions: SuppressionList, address: str) -> dict[str, Any]:
     return state_view(address, row, suppressions.audit(address))
 
 
-def _operator_body(body: bytes, content_type: str | None, need_reason: bool) -> dict[str, Any]:
+def operator_body(
+    body: bytes, content_type: str | None, need_reason: bool, allow_expiry: bool = True
+) -> dict[str, Any]:
+    """An operator's JSON body: `operator` (required), `reason`, and maybe `expiresAt`."""
     if not body.strip():
         data: Any = {}
     else:
@@ -83,7 +91,7 @@ def _operator_body(body: bytes, content_type: str | None, need_reason: bool) -> 
         elif value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT):
             problems.append(Problem(name, f"a string of 1 to {MAX_TEXT} characters"))
     expires = data.get("expiresAt")
-    if expires is not None:
+    if expires is not None and allow_expiry:
         try:
             parsed = parse_iso(expires) if isinstance(expires, str) else None
         except ValueError:
@@ -92,7 +100,7 @@ def _operator_body(body: bytes, content_type: str | None, need_reason: bool) -> 
             problems.append(Problem("expiresAt", "an ISO 8601 time with an offset"))
         else:
             data["expiresAt"] = parsed
-    unknown = set(data) - {"reason", "operator", "expiresAt"}
+    unknown = set(data) - {"reason", "operator", *(["expiresAt"] if allow_expiry else [])}
     problems += [Problem(name, "unknown field") for name in sorted(unknown)]
     if problems:
         raise InvalidInput("The request is invalid", problems)
@@ -105,7 +113,7 @@ def add(
     from .suppressions import Change
 
     address = _address(address)
-    data = _operator_body(body, content_type, need_reason=True)
+    data = operator_body(body, content_type, need_reason=True)
     suppressions.apply(
         address,
         Change(
@@ -128,7 +136,7 @@ def reactivate(
     address = _address(address)
     if suppressions.get(address) is None:
         raise NotFound(f"{address!r} has never been on the suppression list")
-    data = _operator_body(body, content_type, need_reason=False)
+    data = operator_body(body, content_type, need_reason=False)
     suppressions.apply(
         address,
         Change(
@@ -169,6 +177,7 @@ def list_domain(
                 "expiresAt": r.get("expiresAt"),
             }
             for r in rows
+            if not _expired(r.get("expiresAt"))
         ],
         "continuation": encoded,
     }

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from . import keys
@@ -28,6 +29,7 @@ from .state import iso, parse_iso
 from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors, write_op
 
 STATE_ROW = "state"
+STREAK_ROW = "streak"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,13 @@ def _active(row: Mapping[str, Any] | None, now: datetime) -> bool:
         return False
     expires = parse_iso(row.get("expiresAt"))
     return expires is None or expires > now
+
+
+def _outranks(change: Change, row: Mapping[str, Any]) -> bool:
+    current = parse_iso(row.get("expiresAt"))
+    if current is None:
+        return False  # already permanent
+    return change.expires_at is None or change.expires_at > current
 
 
 class SuppressionList:
@@ -138,6 +147,7 @@ class SuppressionList:
             if not change.operator and reactivated is not None and change.at <= reactivated:
                 return False, current
             was_active = _active(current, now)
+            upgraded = False
             row: dict[str, Any] = dict(current or {})
             row.update(PartitionKey=pk, RowKey=STATE_ROW, address=row.get("address") or address)
             if change.active:
@@ -149,6 +159,15 @@ class SuppressionList:
                         reason=change.reason,
                         origin=change.origin,
                         firstSeen=iso(change.at),
+                        expiresAt=iso(change.expires_at) if change.expires_at else None,
+                    )
+                elif _outranks(change, row):
+                    # a hard bounce (permanent) or a longer temporary suppression replaces a
+                    # temporary one: the address stays suppressed, for the stronger reason
+                    upgraded = True
+                    row.update(
+                        reason=change.reason,
+                        origin=change.origin,
                         expiresAt=iso(change.expires_at) if change.expires_at else None,
                     )
             else:
@@ -169,7 +188,7 @@ class SuppressionList:
                 "origin": change.origin,
                 "at": iso(change.at),
                 "recordedAt": iso(now),
-                "changedState": was_active != change.active,
+                "changedState": was_active != change.active or upgraded,
                 "detail": json.dumps(dict(change.detail)) if change.detail else None,
             }
             audit = {k: v for k, v in audit.items() if v is not None}
@@ -189,8 +208,51 @@ class SuppressionList:
                     continue
                 raise
             self._index(entity)
-            return was_active != change.active, entity
+            return was_active != change.active or upgraded, entity
         raise Transient("suppression row kept changing under us")
+
+    def note_soft_bounce(
+        self, address: str, event_id: str, at: datetime, window: timedelta, keep: int
+    ) -> list[tuple[str, str]]:
+        """Add a soft bounce to the address's streak; returns the streak's (time, event id)s.
+
+        The streak row keeps the `keep` latest soft bounces within `window` of the newest, in
+        time order, each once (a redelivered report is already there: no write).
+        """
+        pk = keys.address_key(address)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            with storage_errors():
+                try:
+                    row: Any = self.table.get_entity(pk, STREAK_ROW)
+                except ResourceNotFoundError:
+                    row = None
+            stored = [(str(a), str(b)) for a, b in json.loads((row or {}).get("events", "[]"))]
+            if any(known == event_id for _, known in stored):
+                return stored
+            merged = sorted({*stored, (iso(at), event_id)})
+            newest = datetime.fromisoformat(merged[-1][0])
+            events = [e for e in merged if datetime.fromisoformat(e[0]) >= newest - window]
+            events = events[-keep:]
+            entity = {"PartitionKey": pk, "RowKey": STREAK_ROW, "events": json.dumps(events)}
+            try:
+                with storage_errors():
+                    if row is None:
+                        self.table.create_entity(entity)
+                    else:
+                        self.table.update_entity(
+                            entity,
+                            mode=UpdateMode.REPLACE,
+                            etag=row.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                return events
+            except ResourceExistsError:
+                backoff(attempt)
+            except HttpResponseError as exc:
+                if exc.status_code != 412:
+                    raise
+                backoff(attempt)
+        raise Transient("soft-bounce streak row kept changing under us")
 
     def audit(self, address: str, limit: int = 50) -> list[dict[str, Any]]:
         pk = keys.address_key(address).replace("'", "''")

@@ -75,3 +75,98 @@ def registered_functions() -> list[Any]:
 @pytest.fixture(scope="session")
 def app_functions() -> list[Any]:
     return registered_functions()
+
+
+@pytest.fixture(scope="session")
+def alert_topic() -> Iterator[str]:
+    """A local Event Grid topic (CloudEvents) with one sink subscription named `alerts`."""
+    import httpx
+
+    from local.eventgrid_topic import Schema, TopicConfig, create_app
+
+    from .alert_sink import TOPIC_KEY
+    from .servers import serve
+
+    with serve(create_app(TopicConfig(key=TOPIC_KEY, schema=Schema.CLOUDEVENTS))) as url:
+        reply = httpx.post(
+            f"{url}/subscriptions", json={"name": "alerts", "endpoint": f"{url}/sinks/alerts"}
+        )
+        assert reply.status_code == 201, reply.text
+        yield url
+
+
+@pytest.fixture
+def alerts_env(
+    app_env: dict[str, str], alert_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """app_env with alerts published to `alert_topic` (its sink emptied first); yields its URL."""
+    import httpx
+
+    from shared import services
+
+    from .alert_sink import TOPIC_KEY
+
+    monkeypatch.setenv("ALERTS_TOPIC_ENDPOINT", f"{alert_topic}/api/events")
+    monkeypatch.setenv("ALERTS_TOPIC_KEY", TOPIC_KEY)
+    httpx.delete(f"{alert_topic}/sinks/alerts")
+    services.reset()
+    yield alert_topic
+    services.reset()
+
+
+@pytest.fixture(scope="session")
+def send_capture() -> Iterator[Any]:
+    """Where the sandbox publishes its delivery reports (an Event Grid publish endpoint)."""
+    from .servers import Capture, serve
+
+    cap = Capture()
+    with serve(cap.app) as url:
+        cap.url = url  # type: ignore[attr-defined]
+        yield cap
+
+
+@pytest.fixture(scope="session")
+def send_sandbox(send_capture: Any) -> Iterator[str]:
+    """The local ACS sandbox, fast: reports within 10 ms, a quota far above any test's load."""
+    from local.acs_sandbox import SandboxConfig, create_app
+
+    from .servers import serve
+
+    config = SandboxConfig(
+        events_url=send_capture.url + "/api/events",
+        events_key="k",
+        report_delay_s=0.01,
+        engagement_delay_s=0.01,
+        quota_per_minute=10_000,
+        quota_per_hour=100_000,
+        poll_retry_after_s=0,
+    )
+    with serve(create_app(config)) as url:
+        yield url
+
+
+@pytest.fixture
+def send_env(
+    app_env: dict[str, str],
+    send_sandbox: str,
+    send_capture: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, str]]:
+    """app_env plus the sandbox as ACS, a sandbox sender, an empty send queue and capture."""
+    import httpx
+
+    from local.acs_sandbox import DEFAULT_ACCESS_KEY
+    from shared import services
+
+    from .send_harness import SANDBOX_SETTINGS
+
+    values = {"ACS_ENDPOINT": send_sandbox, "ACS_KEY": DEFAULT_ACCESS_KEY, **SANDBOX_SETTINGS}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    services.reset()
+    httpx.post(f"{send_sandbox}/sandbox/reset")
+    httpx.post(f"{send_sandbox}/sandbox/quota", json={"perMinute": 10_000, "perHour": 100_000})
+    send_capture.take()
+    services.outbox().queue.clear_messages()
+    yield {**app_env, **values}
+    services.reset()

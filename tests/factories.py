@@ -33,9 +33,10 @@ def delivery_event(
     event_id: str | None = None,
     status_message: str | None = None,
     cloud: bool = False,
+    sender: str = SENDER,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "sender": SENDER,
+        "sender": sender,
         "recipient": recipient,
         "messageId": message_id,
         "status": status,
@@ -44,7 +45,7 @@ def delivery_event(
     message = status_message if status_message is not None else STATUS_MESSAGES.get(status)
     if message:
         data["deliveryStatusDetails"] = {"statusMessage": message}
-    subject = f"sender/{SENDER}/message/{message_id}"
+    subject = f"sender/{sender}/message/{message_id}"
     eid = event_id or str(uuid.uuid4())
     if cloud:
         return {

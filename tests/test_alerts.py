@@ -2,66 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import random
-import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import azure.functions as func
-import httpx
 import pytest
 
 import function_app
-from local.eventgrid_topic import Schema, TopicConfig, create_app
 from local.ports import free_port
 from shared import services
 from shared.pipeline import record_event
 
+from .alert_sink import alerts_api, received
 from .factories import delivery_event
-from .servers import serve
-
-KEY = "alerts-test-key"
-
-
-@pytest.fixture(scope="module")
-def topic() -> Iterator[str]:
-    with serve(create_app(TopicConfig(key=KEY, schema=Schema.CLOUDEVENTS))) as url:
-        reply = httpx.post(
-            f"{url}/subscriptions", json={"name": "alerts", "endpoint": f"{url}/sinks/alerts"}
-        )
-        assert reply.status_code == 201, reply.text
-        yield url
 
 
 @pytest.fixture
-def env(app_env: dict[str, str], topic: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("ALERTS_TOPIC_ENDPOINT", f"{topic}/api/events")
-    monkeypatch.setenv("ALERTS_TOPIC_KEY", KEY)
-    httpx.delete(f"{topic}/sinks/alerts")
-    services.reset()
-    yield topic
-    services.reset()
-
-
-def received(topic: str, expected: int, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events: list[dict[str, Any]] = httpx.get(f"{topic}/sinks/alerts").json()
-        status = httpx.get(f"{topic}/status").json()
-        if (len(events) >= expected and status["pending"] == 0) or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
-
-
-def alerts_api(**params: str) -> dict[str, Any]:
-    req = func.HttpRequest(
-        "GET", "http://127.0.0.1:7071/api/alerts", params=params, route_params={}, body=b""
-    )
-    resp = function_app.list_alerts(req)
-    assert resp.status_code == 200, resp.get_body()
-    return dict(json.loads(resp.get_body()))
+def env(alerts_env: str) -> str:
+    return alerts_env
 
 
 def test_bounce_redelivered_out_of_order_alerts_once(env: str) -> None:

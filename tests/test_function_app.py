@@ -23,6 +23,10 @@ EXPECTED = {
     "list_suppressions": ("httpTrigger", "suppressions", ["GET"]),
     "list_alerts": ("httpTrigger", "alerts", ["GET"]),
     "publish_pending_alerts": ("timerTrigger", None, None),
+    "evaluate_sender_rates": ("timerTrigger", None, None),
+    "detect_stuck_deliveries": ("timerTrigger", None, None),
+    "get_sender_health": ("httpTrigger", "senders/{domain}", ["GET"]),
+    "resume_sender": ("httpTrigger", "senders/{domain}/resume", ["POST"]),
     "check_health": ("httpTrigger", "health", ["GET"]),
 }
 
@@ -86,7 +90,7 @@ def test_pure_modules_import_no_azure() -> None:
 
     pure = [
         "events", "status", "keys", "state", "views", "lookup", "errors", "settings", "paging",
-        "sending/ratelimit", "sending/policy", "sending/validation",
+        "sending/ratelimit", "sending/policy", "sending/validation", "rates", "alerts",
         "classification/classifier", "classification/codes", "classification/phrasebook",
         "classification/taxonomy",
     ]  # fmt: skip

@@ -119,3 +119,69 @@ def test_send_respects_automatic_suppression(
         accept_send(
             services.outbox(), json.dumps(body).encode(), "application/json", None, "http://x"
         )
+
+
+def _soft(address: str, seconds_ago: float, event_id: str | None = None) -> dict[str, Any]:
+    """A mailbox-full report `seconds_ago` before now (a temporary suppression must not expire
+    before the test looks at it, so these are recent, unlike the factories' BASE)."""
+    from datetime import UTC, datetime
+
+    from .factories import BASE
+
+    offset = (datetime.now(UTC) - BASE).total_seconds() - seconds_ago
+    return delivery_event(str(uuid.uuid4()), address, "Failed", offset, event_id=event_id)
+
+
+def test_soft_bounce_streak_suppresses_temporarily_and_once(env: dict[str, str]) -> None:
+    streak = [_soft("full@example.net", 300 - n, event_id=f"ev-soft-{n}") for n in range(3)]
+    record_event(streak[0])
+    record_event(streak[1])
+    record_event(streak[1])  # a redelivery is not a second bounce
+    assert services.suppression_list().get("full@example.net") is None
+    record_event(streak[2])
+    for event in streak:  # redelivered: still one suppression
+        record_event(event)
+    status, state = call(function_app.get_suppression, "GET", "full@example.net")
+    assert status == 200
+    assert (state["status"], state["reason"], state["hits"]) == (
+        "suppressed",
+        "softbouncestreak",
+        1,
+    )
+    assert state["expiresAt"] is not None  # temporary: SOFT_BOUNCE_SUPPRESS_HOURS after the last
+    assert state["audit"][0]["detail"]["note"].startswith("3 soft bounces (mailboxfull)")
+    # a hard bounce makes it permanent
+    record_event(bounce("full@example.net", seconds=10**7))
+    _, state = call(function_app.get_suppression, "GET", "full@example.net")
+    assert (state["status"], state["reason"], state["expiresAt"]) == (
+        "suppressed",
+        "userunknown",
+        None,
+    )
+
+
+def test_a_delivery_inside_the_streak_breaks_it(env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from .factories import BASE
+
+    record_event(_soft("flaky@example.net", 300))
+    offset = (datetime.now(UTC) - BASE).total_seconds() - 250
+    record_event(delivery_event(str(uuid.uuid4()), "flaky@example.net", "Delivered", offset))
+    record_event(_soft("flaky@example.net", 200))
+    record_event(_soft("flaky@example.net", 100))
+    assert services.suppression_list().get("flaky@example.net") is None
+    record_event(_soft("flaky@example.net", 50))  # three soft bounces since the delivery
+    state = services.suppression_list().get("flaky@example.net")
+    assert state is not None
+    assert state["reason"] == "softbouncestreak"
+
+
+def test_soft_bounce_streak_can_be_turned_off(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOFT_BOUNCE_STREAK", "0")
+    services.reset()
+    for n in range(4):
+        record_event(_soft("full@example.org", 100 - n))
+    assert services.suppression_list().get("full@example.org") is None

@@ -51,6 +51,7 @@ CLAIM_TTL = timedelta(minutes=2)  # a claim older than this is a crashed worker'
 
 class SendState:
     QUEUED = "queued"  # accepted and waiting in the queue
+    HELD = "held"  # waiting: its sender domain is paused (POST /api/senders/{domain}/resume)
     SENDING = "sending"  # claimed by a worker that is calling ACS
     SENT = "sent"  # ACS accepted it (202); delivery reports follow
     FAILED = "failed"  # ACS refused it for good, or every attempt failed

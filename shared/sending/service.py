@@ -132,6 +132,8 @@ def send_queued(outbox: Outbox, work_item: str) -> str:
         return "missing"
     if row.get("sendState") in (SendState.SENT, SendState.FAILED):
         return "already-done"
+    if _held(outbox, message_id, row, attempt, now):
+        return "held"
     wait = outbox.take_send_slot(now, settings.send_rate_per_minute, settings.send_rate_per_hour)
     if wait > 0:
         outbox.enqueue(message_id, attempt, delay_s=wait)
@@ -150,6 +152,7 @@ def send_queued(outbox: Outbox, work_item: str) -> str:
         sent = Fact(Status.SENT, now, "sent", sent_at=now)
         outbox.finish(message_id, SendState.SENT, sent, now, {"sentAt": now.isoformat()})
         log.info("send: message=%s handed to ACS (attempt %d)", message_id, attempt + 1)
+        _watch(message_id, str(row.get("sender") or ""), message, now)
         return "sent"
     decision = policy.decide(answer.status, answer.error_code, answer.retry_after, attempt)
     if decision.verdict is policy.Verdict.PERMANENT:
@@ -169,6 +172,46 @@ def send_queued(outbox: Outbox, work_item: str) -> str:
         decision.delay_s,
     )
     return decision.verdict.value
+
+
+HOLD_RECHECK_S = 60  # how often a held message looks again whether its sender was resumed
+
+
+def _held(outbox: Outbox, message_id: str, row: Any, attempt: int, now: datetime) -> bool:
+    """Hold (never drop) a send whose sender domain is paused: re-enqueue it for later."""
+    from ..senders import domain_of
+    from ..services import sender_health
+
+    domain = domain_of(row.get("sender"))
+    if not domain or not sender_health().is_paused(domain):
+        return False
+    if row.get("sendState") != SendState.HELD:
+        outbox.store.write_message(
+            message_id, {"sendState": SendState.HELD, "heldSince": now.isoformat()}
+        )
+        log.warning("send: message=%s held, sender domain paused", message_id)
+    outbox.enqueue(message_id, attempt, delay_s=HOLD_RECHECK_S)
+    return True
+
+
+def _watch(message_id: str, sender: str, message: dict[str, Any], now: datetime) -> None:
+    """After a send: count it for the sender's rates, and watch for its final reports.
+
+    Monitoring only: ACS has the message and `finish` recorded it, so a storage error here
+    must not fail (and so re-run) the send; it is logged and the send stands.
+    """
+    from ..errors import Transient
+    from ..rates import Counts
+    from ..senders import domain_of
+    from ..services import in_flight, sender_health
+
+    recipients = message.get("recipients") or {}
+    count = sum(len(recipients.get(kind) or []) for kind in ("to", "cc", "bcc"))
+    try:
+        sender_health().add(domain_of(sender), Counts(sent=count), now)
+        in_flight().track(message_id, sender or None, now, get_settings().stuck_after_minutes)
+    except Transient as exc:
+        log.warning("send: message=%s sent, but not counted/watched (%s)", message_id, exc)
 
 
 def fail_poisoned(outbox: Outbox, work_item: str) -> str:
