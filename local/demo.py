@@ -103,6 +103,25 @@ def main() -> None:
         print(table(view))
         print(f"\nlookup: {info['base_url']}/api/emails/{message_id}")
         _show_suppressions_and_alerts(client, info)
+        _show_sender_health(client, view.get("sender"))
+
+
+def _show_sender_health(client: httpx.Client, sender: str | None) -> None:
+    domain = (sender or "").rpartition("@")[2]
+    reply = client.get(f"/api/senders/{domain}") if domain else None
+    if reply is None or reply.status_code != 200:
+        return
+    h = reply.json()
+    w = h["window"]
+    rate = h["bounce"]["ratePercent"]
+    spam = h["spam"]["ratePercent"]
+    judged = "judged" if w["judged"] else f"not judged below {w['minVolume']} sent"
+    print(
+        f"\nsender {domain}: last {w['minutes']} min {w['sent']} sent, "
+        f"hard-bounce rate {rate if rate is not None else '-'}% ({h['bounce']['level']}), "
+        f"spam rate {spam if spam is not None else '-'}% ({h['spam']['level']}); {judged}; "
+        f"paused: {h['paused']}"
+    )
 
 
 def _show_suppressions_and_alerts(client: httpx.Client, info: dict[str, Any]) -> None:
