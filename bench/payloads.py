@@ -23,24 +23,25 @@ _serial = itertools.count()  # keeps queue ids unique across calls
 # servers put a queue id in their reply (Gmail, Outlook.com, Postfix below), so Delivered texts
 # are unique per message and miss the classifier's text cache, as they do in production;
 # failure texts repeat and hit it.
-STATUS_MIX = (
-    ("Delivered", "250 2.0.0 OK  1732{n:06d} d2e1a72fcca58-6c1a2b{n:x}.1 - gsmtp"),
-    (
-        "Delivered",
-        "250 2.6.0 <{n:x}@bench.example> [InternalId=88{n:08d}] Queued mail for delivery",
-    ),
-    ("Delivered", "250 2.0.0 Ok: queued as 4Xb{n:07X}"),
-    ("Delivered", "250 2.0.0 OK  1732{n:06d} a1b2c3d4e5f6-{n:x}.2 - gsmtp"),
-    ("Delivered", "250 2.0.0 OK"),
-    (
-        "Delivered",
-        "250 2.6.0 <{n:x}@bench.example> [InternalId=99{n:08d}] Queued mail for delivery",
-    ),
+DELIVERED_TEXTS = (
+    "250 2.0.0 OK  1732{n:06d} d2e1a72fcca58-6c1a2b{n:x}.1 - gsmtp",
+    "250 2.6.0 <{n:x}@bench.example> [InternalId=88{n:08d}] Queued mail for delivery",
+    "250 2.0.0 Ok: queued as 4Xb{n:07X}",
+    "250 2.0.0 OK  1732{n:06d} a1b2c3d4e5f6-{n:x}.2 - gsmtp",
+    "250 2.0.0 OK",
+    "250 2.6.0 <{n:x}@bench.example> [InternalId=99{n:08d}] Queued mail for delivery",
+)
+FAILURES = (
     ("Bounced", "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown"),
     ("Failed", "452 4.2.2 The email account that you tried to reach is over quota"),
     ("Suppressed", None),
     ("FilteredSpam", "554 5.7.1 Message rejected as spam"),
 )
+# A healthy sender's mix: 1 report in FAILURE_EVERY is a failure (4 %), cycling through the
+# kinds above. Failures cost more than a delivery (suppression list, alerts, rate counters,
+# soft-bounce streak); bench/pipeline_bench.py also measures a failures-only run.
+FAILURE_EVERY = 25
+MIX_LABEL = f"{100 - 100 // FAILURE_EVERY}% delivered, {100 // FAILURE_EVERY}% failures"
 
 
 def delivery_event(
@@ -73,11 +74,17 @@ def delivery_event(
     }
 
 
-def mixed_events(targets: list[tuple[str, str]], at: datetime) -> list[dict[str, Any]]:
-    """One report per (message id, recipient), statuses cycling through STATUS_MIX."""
+def mixed_events(
+    targets: list[tuple[str, str]], at: datetime, failure_every: int = FAILURE_EVERY
+) -> list[dict[str, Any]]:
+    """One report per (message id, recipient): mostly delivered, every `failure_every`-th a
+    failure (1 = failures only)."""
     events = []
     for i, (mid, addr) in enumerate(targets):
-        status, text = STATUS_MIX[i % len(STATUS_MIX)]
+        if i % failure_every == failure_every - 1:
+            status, text = FAILURES[(i // failure_every) % len(FAILURES)]
+        else:
+            status, text = "Delivered", DELIVERED_TEXTS[i % len(DELIVERED_TEXTS)]
         n = next(_serial)
         message = text.format(n=n) if text else None
         events.append(delivery_event(mid, addr, status, message, at=at))

@@ -17,8 +17,9 @@ _UNSAFE = re.compile(r"[%|/\\#?\x00-\x1f\x7f-\x9f]")
 
 # Row keys inside a message partition (PartitionKey = message key):
 MESSAGE_ROW = "m"  # the message summary
-STATUS_PREFIX = "r"  # r|<address>            one status row per recipient
-TIMELINE_PREFIX = "t"  # t|<address>|<event>  one row per event: timeline + idempotency marker
+STATUS_PREFIX = "r"  # r|<address>            status row per recipient, delivery events embedded
+TIMELINE_PREFIX = "t"  # t|<address>|<event>  marker row: timeline + idempotency for events the
+#                        status row does not hold (engagement, overflow, older rows)
 ENGAGEMENT_PREFIX = "g"  # g|<address>        engagement counters per recipient
 MESSAGE_LEVEL = "*"  # stands for "no recipient named" (older engagement payloads); has no @
 

@@ -2,8 +2,10 @@
 
 Rows are plain dicts of Table properties (camelCase) so the store can write them as they are.
 Every function here is order-independent by construction: status fields follow the precedence
-in `status.py`; times merge by min/max; counters add (each event is applied exactly once,
-because the store writes the event's marker row in the same transaction).
+in `status.py`; times merge by min/max; counters add (each event is applied exactly once: the
+store detects a duplicate from the event list in the status row, or from the event's marker row
+written in the same transaction as the row); the embedded event list is the longest prefix,
+in (at, event id) order, of all the recipient's delivery events that fits the row.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from . import keys
 from .events import DeliveryReport, EngagementReport, EngagementType
@@ -26,6 +28,21 @@ MAX_STORED_STATUS_MESSAGE = 4_096
 
 # Properties the store owns (keys, etag, timestamps): ignored when comparing rows.
 _STORE_FIELDS = frozenset({"PartitionKey", "RowKey", "updatedAt"})
+
+# Delivery events embedded in the status row: `events` is a JSON list of timeline entries in
+# (at, event id) order, so the row is the recipient's timeline and idempotency record and a
+# report costs one read and one conditional write. A Table string property holds 32 K UTF-16
+# units and json.dumps escapes every non-ASCII character, so characters = units; the cap leaves
+# room for the row's other properties well inside the 1 MiB entity limit. Events past the cap
+# get their own `t|` marker row (`EVENTS_OVERFLOW` names the first of them).
+MAX_EMBEDDED_EVENTS: Final = 16
+MAX_EMBEDDED_CHARS: Final = 28_000
+EVENTS: Final = "events"
+EVENTS_OVERFLOW: Final = "eventsOverflow"
+# Differs per delivery of one event (wall clock): kept on marker rows, never embedded, so the
+# row stays the same whatever the arrival order.
+ARRIVAL_FIELD: Final = "recordedAt"
+_ARRIVAL_FIELDS = frozenset({ARRIVAL_FIELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +74,45 @@ def fact_from_report(report: DeliveryReport, classification: Mapping[str, Any]) 
         internet_message_id=report.internet_message_id,
         sender=report.sender,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDecision:
+    """What recording one delivery report takes, decided from the status row just read."""
+
+    duplicate: bool  # the event is recorded already: write nothing
+    row: Row | None  # the status row to write; None when it stays as it is
+    marker: bool = False  # the event needs its own `t|` row (same transaction as the row)
+    evicted: tuple[Row, ...] = ()  # entries pushed out of the row: `t|` rows, same transaction
+
+
+def timeline_entry(report: DeliveryReport | EngagementReport) -> Row:
+    """The compact timeline entry of one report (an item of `events`, or a marker row, to
+    which the store adds `recordedAt`)."""
+    env = report.envelope
+    entry: Row = {
+        "eventId": env.event_id,
+        "eventType": env.event_type,
+        "schema": env.schema.value,
+        "eventTime": iso(env.event_time) if env.event_time else None,
+    }
+    if isinstance(report, DeliveryReport):
+        entry |= {
+            "kind": "delivery",
+            "at": iso(report.attempt_at),
+            "acsStatus": report.acs_status,
+            "statusMessage": (report.status_message or "")[:MAX_STORED_STATUS_MESSAGE] or None,
+            "mailServer": report.mail_server,
+        }
+    else:
+        entry |= {
+            "kind": "engagement",
+            "at": iso(report.action_at),
+            "engagementType": report.engagement_type_raw,
+            "context": report.context,
+            "userAgent": report.user_agent,
+        }
+    return {k: v for k, v in entry.items() if v is not None}
 
 
 def iso(value: datetime) -> str:
@@ -91,19 +147,27 @@ def apply_fact(
     current: Mapping[str, Any] | None, fact: Fact, address: str, message_id: str
 ) -> Row | None:
     """The recipient's status row after `fact`; None when the stored row already says it all."""
+    row = _applied(current, fact, address, message_id)
+    if current is not None and _same(current, row):
+        return None
+    return row
+
+
+def _applied(current: Mapping[str, Any] | None, fact: Fact, address: str, message_id: str) -> Row:
     row: Row = dict(current) if current else {"address": address}
     old = row_precedence(row) if current else None
+    at = iso(fact.at)
     if old is None or precedence(fact.status, fact.at, fact.event_id) > old:
         row.update(
             status=fact.status.value,
-            at=iso(fact.at),
+            at=at,
             eventId=fact.event_id,
             acsStatus=fact.acs_status,
             statusMessage=(fact.status_message or "")[:MAX_STORED_STATUS_MESSAGE] or None,
             classification=json.dumps(fact.classification) if fact.classification else None,
             mailServer=fact.mail_server,
             internetMessageId=fact.internet_message_id,
-            finalAt=iso(fact.at) if _is_final(fact) else None,
+            finalAt=at if _is_final(fact) else None,
         )
     # Facts about the send itself merge whatever their precedence (a late `sent` still counts).
     row["acceptedAt"] = _min_iso(row.get("acceptedAt"), fact.accepted_at)
@@ -111,20 +175,114 @@ def apply_fact(
     if not row.get("sender") and fact.sender:
         row["sender"] = fact.sender
     row["latencyMs"] = _latency_ms(row)
-    _place_in_index(row, fact, message_id)
-    if current is not None and _same(current, row):
-        return None
+    _place_in_index(row, at, message_id)
     return row
 
 
-def _place_in_index(row: Row, fact: Fact, message_id: str) -> None:
+def decide_report(
+    current: Mapping[str, Any] | None,
+    fact: Fact,
+    entry: Mapping[str, Any],
+    address: str,
+    message_id: str,
+) -> ReportDecision:
+    """Apply a delivery report (`fact`, timeline `entry`) to the status row just read.
+
+    The row keeps the longest prefix, in (at, event id) order, of the recipient's events that
+    fits (MAX_EMBEDDED_EVENTS, MAX_EMBEDDED_CHARS), and the sort key of the first event past it
+    (`eventsOverflow`). So every event sorting before that key is either in the list (a
+    duplicate) or new; every event from that key on lives in a marker row, whose create fails
+    (409) on a duplicate. A new event inserted before the key may push the list's tail out:
+    those entries become marker rows. Prefix and key depend only on the set of events, so the
+    rows are the same whatever the arrival order.
+    """
+    if current is not None and is_legacy_row(current):
+        return ReportDecision(False, apply_fact(current, fact, address, message_id), marker=True)
+    key = _sort_key(entry)
+    overflow = _overflow_key(current)
+    if overflow is not None and key >= overflow:
+        if key == overflow:  # the first overflowed event itself: recorded
+            return ReportDecision(duplicate=True, row=None)
+        return ReportDecision(False, apply_fact(current, fact, address, message_id), marker=True)
+    events = embedded_events(current)
+    event_id = entry.get("eventId")
+    if any(e.get("eventId") == event_id for e in events):
+        return ReportDecision(duplicate=True, row=None)
+    item = dict(entry)
+    for name in _ARRIVAL_FIELDS.intersection(item):
+        del item[name]
+    kept = sorted([*events, item], key=_sort_key)
+    pushed: list[Row] = []
+    text = _dumps(kept)
+    while kept and (len(kept) > MAX_EMBEDDED_EVENTS or len(text) > MAX_EMBEDDED_CHARS):
+        pushed.append(kept.pop())
+        text = _dumps(kept)
+    new = _applied(current, fact, address, message_id)  # changed: the list or the overflow
+    new[EVENTS] = text
+    if pushed:
+        first = _sort_key(pushed[-1])
+        new[EVENTS_OVERFLOW] = json.dumps(list(min(first, overflow) if overflow else first))
+    return ReportDecision(
+        duplicate=False,
+        row=new,
+        marker=any(p is item for p in pushed),
+        evicted=tuple(p for p in pushed if p is not item),
+    )
+
+
+def is_legacy_row(row: Mapping[str, Any]) -> bool:
+    """A row that took ACS reports before events were embedded: its events are marker rows
+    only, so it keeps that layout (a redelivered old event then still fails on its marker).
+    Rows written since always carry `events` once a report was applied; our own facts never
+    set `acsStatus`. (An old row whose winner is our own send failure reads as new: an old
+    report redelivered there is listed again, and the view, deduplicating by event id, shows
+    it once.)"""
+    return EVENTS not in row and EVENTS_OVERFLOW not in row and bool(row.get("acsStatus"))
+
+
+def embedded_events(row: Mapping[str, Any] | None) -> list[Row]:
+    raw = row.get(EVENTS) if row else None
+    if not raw:
+        return []
+    events = json.loads(raw)
+    return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+
+def index_may_be_missing(row: Mapping[str, Any], fact: Fact) -> bool:
+    """Whether a redelivered `fact` may be the one that placed the message in the address's
+    history, so its index write may have been lost to a crash after the row write: re-write it.
+    When our accept placed it (the outbox writes that entry), or another event did (its own
+    redelivery heals), a duplicate costs no write at all."""
+    return not row.get("acceptedAt") and row.get("indexAt") == iso(fact.at)
+
+
+def _sort_key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(entry.get("at") or ""), str(entry.get("eventId") or ""))
+
+
+def _overflow_key(row: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    raw = row.get(EVENTS_OVERFLOW) if row else None
+    if not raw:
+        return None
+    at, event_id = json.loads(raw)
+    return (str(at), str(event_id))
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # ensure_ascii: characters = UTF-16 units
+
+
+def _dumps(events: list[Row]) -> str:
+    return _COMPACT.encode(events)
+
+
+def _place_in_index(row: Row, at: str, message_id: str) -> None:
     """Where the message sorts in the address's history: when we accepted it, if we did;
     otherwise the earliest fact seen. A min, so the same whatever the order of events."""
-    basis = row.get("acceptedAt") or min(filter(None, [row.get("indexAt"), iso(fact.at)]))
+    basis = row.get("acceptedAt") or min(filter(None, [row.get("indexAt"), at]))
     if basis != row.get("indexAt"):
-        at = datetime.fromisoformat(basis)
+        when = datetime.fromisoformat(basis)
         row["indexAt"] = basis
-        row["indexRk"] = keys.newest_first(int(at.timestamp() * 1000), message_id)
+        row["indexRk"] = keys.newest_first(int(when.timestamp() * 1000), message_id)
 
 
 def _is_final(fact: Fact) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import keys
+from .state import EVENTS
 from .status import Status
 
 _CLASSIFICATION_FIELDS = (
@@ -97,6 +98,25 @@ def _timeline_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _events(
+    status_row: Mapping[str, Any], markers: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Delivery events embedded in the status row plus marker rows (engagement, overflow, rows
+    from before events were embedded), once per event id, oldest first."""
+    embedded = _json_field(status_row, EVENTS)
+    merged: dict[Any, Mapping[str, Any]] = {}
+    unnamed: list[Mapping[str, Any]] = []
+    for event in [*markers, *(embedded if isinstance(embedded, list) else [])]:
+        if not isinstance(event, Mapping):
+            continue
+        if event.get("eventId") is None:
+            unnamed.append(event)
+        else:  # a marker row wins: it also has `recordedAt`
+            merged.setdefault(event["eventId"], event)
+    events = [*merged.values(), *unnamed]
+    return sorted(events, key=lambda e: (str(e.get("at", "")), str(e.get("eventId", ""))))
+
+
 def recipient_view(
     address: str,
     status_row: Mapping[str, Any] | None,
@@ -105,7 +125,7 @@ def recipient_view(
 ) -> dict[str, Any]:
     row = status_row or {}
     status = row.get("status")
-    events = sorted(timeline, key=lambda e: (str(e.get("at", "")), str(e.get("eventId", ""))))
+    events = _events(row, timeline)
     return {
         "address": row.get("address") or address,
         "status": status,

@@ -10,7 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.events import DeliveryReport, EngagementReport, parse_event
-from shared.state import Fact, apply_engagement, apply_fact, fact_from_report
+from shared.state import (
+    EVENTS,
+    MAX_EMBEDDED_CHARS,
+    MAX_EMBEDDED_EVENTS,
+    Fact,
+    apply_engagement,
+    apply_fact,
+    decide_report,
+    embedded_events,
+    fact_from_report,
+    index_may_be_missing,
+    timeline_entry,
+)
 from shared.status import Status, precedence
 
 from .factories import BASE, delivery_event, engagement_event
@@ -58,6 +70,120 @@ def test_permutations_and_duplicates_converge(
     shuffled = facts + facts[:dupes]
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert _fold(shuffled) == expected
+
+
+Markers = dict[str, dict[str, object]]
+
+
+def _report(
+    status: str, seconds: float, event_id: str, message: str | None = None
+) -> DeliveryReport:
+    parsed = parse_event(delivery_event(MID, ADDR, status, seconds, event_id, message))
+    assert isinstance(parsed, DeliveryReport)
+    return parsed
+
+
+def _record_all(
+    reports: list[DeliveryReport], row: dict[str, object] | None = None
+) -> tuple[dict[str, object] | None, Markers, int]:
+    """What the store does with each report's decision; marker rows keyed by event id (minus
+    `recordedAt`, the arrival time the store adds). Returns the final row, the marker rows and
+    how many reports were recorded (not duplicates)."""
+    markers: Markers = {}
+    recorded = 0
+    for report in reports:
+        fact = fact_from_report(report, {"reason": report.acs_status.lower()})
+        entry = timeline_entry(report)
+        decision = decide_report(row, fact, entry, ADDR, MID)
+        if decision.duplicate:
+            continue
+        if decision.marker:
+            if entry["eventId"] in markers:
+                continue  # the marker create fails (409): the transaction wrote nothing
+            markers[entry["eventId"]] = entry
+        for old in decision.evicted:
+            markers[str(old["eventId"])] = old
+        if decision.row is not None:
+            row = decision.row
+        recorded += 1
+    return row, markers, recorded
+
+
+# Status messages of every size: short, long, over the stored limit, escaped ×6 and ×12 in JSON.
+MESSAGES = ["250 2.0.0 OK", "550 " + "x" * 3_000, "452 " + "y" * 9_000, "é" * 4_000, "😀" * 3_000]
+
+REPORTS = st.lists(
+    st.tuples(
+        st.sampled_from(["Delivered", "Bounced", "Failed", "Expanded"]),
+        st.integers(min_value=0, max_value=5),
+        st.sampled_from(range(len(MESSAGES))),
+    ),
+    min_size=1,
+    max_size=3 * MAX_EMBEDDED_EVENTS // 2,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(REPORTS, st.randoms(use_true_random=False), st.integers(min_value=0, max_value=6))
+def test_embedded_events_any_order_same_rows_exact_dedup(
+    spec: list[tuple[str, int, int]], rnd: object, dupes: int
+) -> None:
+    reports = [_report(s, t, f"ev-{i}", MESSAGES[m]) for i, (s, t, m) in enumerate(spec)]
+    expected = _record_all(reports)
+    shuffled = reports + [reports[rnd.randrange(len(reports))] for _ in range(dupes)]  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    got = _record_all(shuffled)
+    assert got == expected
+    row, markers, recorded = got
+    assert recorded == len(reports)  # every duplicate seen, nothing recorded twice
+    assert row is not None
+    embedded = [str(e["eventId"]) for e in embedded_events(row)]
+    assert not set(embedded) & set(markers)
+    assert sorted(embedded + list(markers)) == sorted(r.envelope.event_id for r in reports)
+    assert len(embedded) <= MAX_EMBEDDED_EVENTS
+    assert len(str(row[EVENTS])) <= MAX_EMBEDDED_CHARS
+    assert str(row[EVENTS]).isascii()  # characters = UTF-16 units
+    # The list is the earliest events: every marker sorts after every embedded event.
+    order = sorted(reports, key=lambda r: (r.attempt_at, r.envelope.event_id))
+    assert embedded == [r.envelope.event_id for r in order[: len(embedded)]]
+
+
+def test_common_path_embeds_and_sees_duplicates() -> None:
+    sent = _fold([Fact(Status.SENT, T0, "sent", accepted_at=T0, sent_at=T0)])
+    report = _report("Delivered", 2, "d")
+    row, markers, recorded = _record_all([report, report], sent)
+    assert (recorded, markers) == (1, {})
+    assert row is not None
+    (entry,) = embedded_events(row)
+    assert entry["eventId"] == "d"
+    assert "recordedAt" not in entry  # arrival time: would make the row order-dependent
+    assert set(entry) >= {"eventType", "schema", "eventTime", "kind", "at", "acsStatus"}
+    assert row["status"] == "delivered"
+
+
+def test_legacy_row_keeps_marker_rows() -> None:
+    """A row that took reports before events were embedded has no list: markers only."""
+    old = _fold([_report_fact("Failed", 1, "old")])
+    assert old is not None
+    assert EVENTS not in old
+    fact = _report_fact("Delivered", 2, "new")
+    decision = decide_report(old, fact, {"eventId": "new"}, ADDR, MID)
+    assert decision.marker
+    assert not decision.duplicate
+    assert decision.row is not None
+    assert EVENTS not in decision.row
+
+
+def test_index_healed_only_by_the_event_that_placed_it() -> None:
+    first = _report_fact("Failed", 1, "a")
+    later = _report_fact("Delivered", 5, "b")
+    row = _fold([first, later])
+    assert row is not None
+    assert index_may_be_missing(row, first)
+    assert not index_may_be_missing(row, later)
+    accepted = _fold([Fact(Status.ACCEPTED, T0, "accept", accepted_at=T0), first])
+    assert accepted is not None
+    assert not index_may_be_missing(accepted, first)  # the outbox wrote that index entry
 
 
 def test_outcome_beats_sent_whatever_the_clock() -> None:

@@ -8,16 +8,25 @@ import uuid
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableServiceClient, UpdateMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import keys, views
 from shared.errors import Transient
 from shared.events import DeliveryReport, EngagementReport, parse_event
+from shared.state import (
+    EVENTS,
+    MAX_EMBEDDED_EVENTS,
+    Fact,
+    embedded_events,
+    iso,
+    timeline_entry,
+)
+from shared.status import Status
 from shared.store import MessageStore
 
-from .factories import delivery_event, engagement_event
+from .factories import BASE, delivery_event, engagement_event
 
 CLASSIFIED: dict[str, Any] = {"reason": None, "bounceType": None, "explanation": "test"}
 
@@ -75,7 +84,12 @@ def test_duplicate_event_is_one(store: MessageStore) -> None:
     assert first.changed
     assert all(r.duplicate and not r.changed for r in again)
     rows = store.message_rows(mid)
-    assert sum(1 for r in rows if r["RowKey"].startswith("t|")) == 1
+    assert not [r for r in rows if r["RowKey"].startswith("t|")]  # the status row holds it
+    (status,) = rows
+    assert [e["eventId"] for e in embedded_events(status)] == [event["id"]]
+    view = views.message_view(mid, rows)
+    assert view is not None
+    assert len(view["recipients"][0]["timeline"]) == 1
 
 
 def test_address_case_insensitive_and_unsafe_characters(store: MessageStore) -> None:
@@ -185,7 +199,120 @@ def test_concurrent_writers_lose_nothing(store: MessageStore) -> None:
     assert status["status"] == "delivered"
     assert status["eventId"] == "winner"
     assert rows[keys.engagement_row(keys.address_key(addr))]["opens"] == 12
-    assert sum(1 for k in rows if k.startswith("t|")) == 25
+    assert sum(1 for k in rows if k.startswith("t|")) == 12  # engagement events
+    assert len(embedded_events(status)) == 13  # every delivery report, none lost
+    view = views.message_view(mid, rows.values())
+    assert view is not None
+    assert len(view["recipients"][0]["timeline"]) == 25
+
+
+def _overflowing_events(mid: str, addr: str) -> list[dict[str, Any]]:
+    """More delivery reports than the status row holds, some with long replies (the size cap)."""
+    events = []
+    for n in range(MAX_EMBEDDED_EVENTS + 6):
+        message = "452 4.2.2 over quota " + "z" * (3_000 if n % 4 == 0 else 10)
+        events.append(
+            delivery_event(mid, addr, "Failed", n % 7, event_id=f"e{n:02d}", status_message=message)
+        )
+    return events
+
+
+def test_past_the_cap_events_overflow_to_marker_rows_in_any_order(store: MessageStore) -> None:
+    addr = "busy@example.com"
+    mid_a, mid_b = str(uuid.uuid4()), str(uuid.uuid4())
+    forward = [_record(store, e) for e in _overflowing_events(mid_a, addr)]
+    backward = _overflowing_events(mid_b, addr)[::-1]
+    results = [_record(store, e) for e in backward + backward[::3]]
+    assert not any(r.duplicate for r in forward)
+    assert [r.duplicate for r in results] == [False] * len(backward) + [True] * len(backward[::3])
+    # Redeliveries of embedded, overflowed and pushed-out events alike are duplicates.
+    assert all(_record(store, e).duplicate for e in _overflowing_events(mid_a, addr))
+
+    def normalized(mid: str) -> str:
+        return json.dumps(_final(store, mid), sort_keys=True).replace(mid, "MID")
+
+    assert normalized(mid_a) == normalized(mid_b)
+    rows = store.message_rows(mid_a)
+    status = next(r for r in rows if r["RowKey"].startswith("r|"))
+    markers = [r for r in rows if r["RowKey"].startswith("t|")]
+    assert markers
+    assert len(embedded_events(status)) + len(markers) == MAX_EMBEDDED_EVENTS + 6
+    view = views.message_view(mid_a, rows)
+    assert view is not None
+    timeline = view["recipients"][0]["timeline"]
+    assert len(timeline) == MAX_EMBEDDED_EVENTS + 6
+    assert timeline == sorted(timeline, key=lambda e: (e["at"], e["eventId"]))
+
+
+def test_rows_from_before_embedding_keep_their_marker_rows(store: MessageStore) -> None:
+    """A status row and marker written the old way: a redelivery is still a duplicate."""
+    mid, addr = str(uuid.uuid4()), "legacy@example.com"
+    old = delivery_event(mid, addr, "Failed", 1, event_id="old")
+    _record(store, old)
+    pk, rk = keys.message_key(mid), keys.status_row(keys.address_key(addr))
+    row = store.messages.get_entity(pk, rk)
+    (entry,) = embedded_events(row)
+    legacy = {k: v for k, v in row.items() if k != EVENTS}
+    store.messages.upsert_entity(legacy, mode=UpdateMode.REPLACE)
+    marker_rk = keys.timeline_row(keys.address_key(addr), "old")
+    store.messages.create_entity({**entry, "PartitionKey": pk, "RowKey": marker_rk})
+    assert _record(store, old).duplicate
+    assert not _record(store, delivery_event(mid, addr, "Delivered", 2, event_id="new")).duplicate
+    rows = store.message_rows(mid)
+    assert {r["RowKey"] for r in rows if r["RowKey"].startswith("t|")} == {
+        marker_rk,
+        keys.timeline_row(keys.address_key(addr), "new"),
+    }
+    view = views.message_view(mid, rows)
+    assert view is not None
+    assert [e["eventId"] for e in view["recipients"][0]["timeline"]] == ["old", "new"]
+    assert view["recipients"][0]["status"] == "delivered"
+
+
+def test_round_trips(storage_connection_string: str) -> None:
+    """Common path: a read and one write; a duplicate: the read alone (plus the index write
+    when the redelivered event is the one that placed the message in the history)."""
+    requests = []
+    service = TableServiceClient.from_connection_string(
+        storage_connection_string, raw_request_hook=lambda r: requests.append(r.http_request.method)
+    )
+    store = MessageStore(service, "R" + uuid.uuid4().hex[:8])
+    store.create_tables()
+
+    def trips(event: dict[str, Any]) -> list[str]:
+        requests.clear()
+        _record(store, event)
+        return list(requests)
+
+    sent_mid, fresh_mid = str(uuid.uuid4()), str(uuid.uuid4())
+    store.record_fact(sent_mid, "s@example.com", Fact(Status.SENT, BASE, "sent", accepted_at=BASE))
+    report = delivery_event(sent_mid, "s@example.com", "Delivered", 2)
+    assert trips(report) == ["GET", "PUT"]
+    assert trips(report) == ["GET"]
+    first_sight = delivery_event(fresh_mid, "f@example.com", "Delivered", 2)
+    assert trips(first_sight) == ["GET", "POST", "PATCH"]  # read, create, index upsert
+    assert trips(first_sight) == ["GET", "PATCH"]  # heals an index write a crash may have lost
+
+
+def test_view_merges_embedded_and_marker_events_once() -> None:
+    parsed = _delivery(delivery_event("m", "x@example.com", "Delivered", 1, event_id="both"))
+    entry = timeline_entry(parsed)
+    status = {"RowKey": "r|x@example.com", "status": "delivered", EVENTS: json.dumps([entry])}
+    marker = {**entry, "recordedAt": iso(BASE), "RowKey": "t|x@example.com|both"}
+    view = views.message_view("m", [status, marker])
+    assert view is not None
+    (event,) = view["recipients"][0]["timeline"]
+    assert event["recordedAt"] == iso(BASE)  # the marker row's copy
+    assert set(event) == {
+        "eventId",
+        "kind",
+        "at",
+        "eventType",
+        "recordedAt",
+        "acsStatus",
+        "statusMessage",
+        "mailServer",
+    }
 
 
 def test_engagement_without_recipient_attributed_to_single_recipient(store: MessageStore) -> None:
