@@ -14,7 +14,8 @@ the objects the Python worker would build, using the library's own converters:
   host.json `extensions.queues` (and `AzureFunctionsJobHost__...` app-setting overrides);
 - timer triggers on NCRONTAB (6 fields, seconds first) or TimeSpan (`hh:mm:ss`) schedules.
 
-Binding expressions `%SETTING%` in queue names, schedules and routes resolve from the settings.
+Binding expressions `%SETTING%` in queue names, schedules and routes resolve from the settings;
+a function whose `AzureWebJobs.<name>.Disabled` setting is true (or 1) is not served.
 Not served: other trigger types, and input/output bindings besides the HTTP `$return`.
 
     python -m local.host --module function_app --port 7071
@@ -85,6 +86,11 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _DESCRIPTION = "Run a v2 FunctionApp the way `func start` would (HTTP, Event Grid, queue, timer)."
 
 log = logging.getLogger("local.host")
+# The host's own queue plumbing (polls, deletes, poison moves) runs in .NET on Azure, outside
+# the Python worker and its log. Here azure-core would log each of those requests at INFO (two
+# records with every header), costing ~1 ms of the app's GIL per poll: only warnings, please.
+storage_log = logging.getLogger("local.host.storage")
+storage_log.setLevel(logging.WARNING)
 
 
 # --- host.json -----------------------------------------------------------------------------
@@ -707,6 +713,10 @@ class _Host:
         self._pool: ThreadPoolExecutor | None = None
         self._io: ThreadPoolExecutor | None = None
         for spec in specs:
+            if self._disabled_by_setting(spec.name):
+                self.disabled[spec.name] = f"app setting AzureWebJobs.{spec.name}.Disabled"
+                log.info("Function '%s' disabled by app setting", spec.name)
+                continue
             try:
                 self._register(spec)
             except MissingSettingError as exc:
@@ -722,6 +732,12 @@ class _Host:
 
     def _setting(self, value: Any) -> str:
         return resolve_setting_references(str(value), self.settings)
+
+    def _disabled_by_setting(self, name: str) -> bool:
+        """`AzureWebJobs.<name>.Disabled` = true or 1, as the host reads it (name in any case)."""
+        wanted = f"azurewebjobs.{name}.disabled".lower()
+        value = next((v for k, v in self.settings.items() if k.lower() == wanted), "")
+        return str(value).strip().lower() in ("true", "1")
 
     def _register(self, spec: FunctionSpec) -> None:
         b = spec.binding
@@ -972,7 +988,12 @@ class _Host:
         # No SDK retries: the poll loop is the retry, and shutdown never waits on a backoff.
         def connect(name: str) -> QueueClient:
             return QueueClient.from_connection_string(
-                job.connection_string, name, retry_total=0, connection_timeout=5, read_timeout=30
+                job.connection_string,
+                name,
+                retry_total=0,
+                connection_timeout=5,
+                read_timeout=30,
+                logger=storage_log,
             )
 
         client, poison = connect(job.queue_name), connect(f"{job.queue_name}-poison")

@@ -13,20 +13,26 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from . import keys
 from .errors import Transient
 from .state import iso, parse_iso
-from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors, write_op
+from .store import (
+    MAX_CONFLICT_RETRIES,
+    backoff,
+    etag_of,
+    put_entity,
+    storage_errors,
+    write_op,
+)
 
 STATE_ROW = "state"
 STREAK_ROW = "streak"
@@ -115,12 +121,23 @@ class SuppressionList:
                 return None
         return {**entity, "_etag": entity.metadata["etag"]}
 
-    def active_for(self, addresses: Iterable[str]) -> dict[str, Suppression]:
-        """The currently suppressed ones among `addresses`, keyed by lower-cased address."""
+    def active_for(
+        self, addresses: Iterable[str], pool: Executor | None = None
+    ) -> dict[str, Suppression]:
+        """The currently suppressed ones among `addresses`, keyed by lower-cased address.
+
+        Several addresses are read in parallel on `pool` (a long-lived one; never call this
+        from one of its own tasks), else on a pool built for the call; one is read inline.
+        """
         unique = sorted({a.strip().lower() for a in addresses})
         now = datetime.now(UTC)
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(unique)))) as pool:
+        if len(unique) <= 1:
+            rows = [self.get(a) for a in unique]
+        elif pool is not None:
             rows = list(pool.map(self.get, unique))
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(unique))) as own:
+                rows = list(own.map(self.get, unique))
         out = {}
         for address, row in zip(unique, rows, strict=True):
             if row is not None and _active(row, now):
@@ -234,24 +251,9 @@ class SuppressionList:
             events = [e for e in merged if datetime.fromisoformat(e[0]) >= newest - window]
             events = events[-keep:]
             entity = {"PartitionKey": pk, "RowKey": STREAK_ROW, "events": json.dumps(events)}
-            try:
-                with storage_errors():
-                    if row is None:
-                        self.table.create_entity(entity)
-                    else:
-                        self.table.update_entity(
-                            entity,
-                            mode=UpdateMode.REPLACE,
-                            etag=row.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
+            if put_entity(self.table, entity, etag_of(row)):
                 return events
-            except ResourceExistsError:
-                backoff(attempt)
-            except HttpResponseError as exc:
-                if exc.status_code != 412:
-                    raise
-                backoff(attempt)
+            backoff(attempt)
         raise Transient("soft-bounce streak row kept changing under us")
 
     def audit(self, address: str, limit: int = 50) -> list[dict[str, Any]]:

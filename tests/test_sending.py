@@ -5,124 +5,40 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from local.acs_sandbox import DEFAULT_ACCESS_KEY, SandboxConfig, create_app
-from shared import services
-from shared.errors import Conflict, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from shared.pipeline import record_event
+from shared import keys, services
+from shared import suppressions as suppressions_module
+from shared.errors import Conflict, InvalidInput, PayloadTooLarge, Transient, UnsupportedMediaType
 from shared.sending import outbox as outbox_module
 from shared.sending.outbox import Outbox
-from shared.sending.service import accept_send, fail_poisoned, send_queued
-from shared.settings import SEND_QUEUE
-from shared.suppressions import Change
+from shared.sending.service import fail_poisoned, send_queued
+from shared.suppressions import Change, SuppressionList
 
-from .servers import Capture, serve
+from .send_harness import drain, feed_reports, lookup, operations, post, send_queue
+from .servers import Capture
 
-BASE = "http://127.0.0.1:7071"
-
-
-@pytest.fixture(scope="module")
-def capture() -> Iterator[Capture]:
-    cap = Capture()
-    with serve(cap.app) as url:
-        cap.url = url  # type: ignore[attr-defined]
-        yield cap
-
-
-@pytest.fixture(scope="module")
-def sandbox(capture: Capture) -> Iterator[str]:
-    config = SandboxConfig(
-        events_url=capture.url + "/api/events",  # type: ignore[attr-defined]
-        events_key="k",
-        report_delay_s=0.01,
-        engagement_delay_s=0.01,
-        quota_per_minute=10_000,
-        quota_per_hour=100_000,
-        poll_retry_after_s=0,
-    )
-    with serve(create_app(config)) as url:
-        yield url
+# The send harness (tests/send_harness.py, fixtures in conftest) under this module's short names.
 
 
 @pytest.fixture
-def env(
-    app_env: dict[str, str], sandbox: str, capture: Capture, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    values = {
-        "ACS_ENDPOINT": sandbox,
-        "ACS_KEY": DEFAULT_ACCESS_KEY,
-        "DEFAULT_SENDER": "DoNotReply@sandbox.test",
-        "SENDER_DOMAIN": "sandbox.test",
-        "SENDER_ALLOWLIST": "donotreply@sandbox.test,@unlinked.test",
-        "SEND_RATE_PER_MINUTE": "1000",
-        "SEND_RATE_PER_HOUR": "100000",
-    }
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    services.reset()
-    httpx.post(f"{sandbox}/sandbox/reset")
-    httpx.post(f"{sandbox}/sandbox/quota", json={"perMinute": 10_000, "perHour": 100_000})
-    capture.take()
-    box = services.outbox()
-    box.queue.clear_messages()
-    yield {**app_env, **values}
-    services.reset()
+def capture(send_capture: Capture) -> Capture:
+    return send_capture
 
 
-def _queue(env: dict[str, str]) -> QueueClient:
-    return QueueClient.from_connection_string(
-        env["AzureWebJobsStorage"], SEND_QUEUE, message_decode_policy=TextBase64DecodePolicy()
-    )
+@pytest.fixture
+def sandbox(send_sandbox: str) -> str:
+    return send_sandbox
 
 
-def drain(env: dict[str, str], timeout: float = 20.0, idle: float = 1.5) -> list[str]:
-    """Play the queue trigger: run send_queued on every visible item until the queue stays idle."""
-    queue, box, results = _queue(env), services.outbox(), []
-    deadline, last_work = time.monotonic() + timeout, time.monotonic()
-    while time.monotonic() < deadline:
-        batch = list(queue.receive_messages(max_messages=32, visibility_timeout=60))
-        if not batch:
-            props = queue.get_queue_properties()
-            if props.approximate_message_count == 0 and time.monotonic() - last_work > idle:
-                break
-            time.sleep(0.2)
-            continue
-        last_work = time.monotonic()
-        for msg in batch:
-            results.append(send_queued(box, msg.content))
-            queue.delete_message(msg)
-    return results
-
-
-def post(body: Any, key: str | None = None, content_type: str = "application/json") -> Any:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return accept_send(services.outbox(), raw, content_type, key, BASE)
-
-
-def operations(sandbox: str) -> list[dict[str, Any]]:
-    return list(httpx.get(f"{sandbox}/sandbox/operations").json()["operations"])
-
-
-def feed_reports(capture: Capture, expected: int, timeout: float = 10.0) -> None:
-    deadline, seen = time.monotonic() + timeout, 0
-    while seen < expected and time.monotonic() < deadline:
-        for event in capture.take():
-            record_event(event)
-            seen += 1
-        time.sleep(0.05)
-    assert seen >= expected
-
-
-def lookup(message_id: str) -> dict[str, Any]:
-    from shared import lookup as lookup_module
-
-    return lookup_module.get_message(services.message_store(), message_id)
+@pytest.fixture
+def env(send_env: dict[str, str]) -> dict[str, str]:
+    return send_env
 
 
 BODY = {"to": [{"address": "delivered@simulator.test"}], "subject": "Hi", "plainText": "Hello"}
@@ -199,7 +115,7 @@ def test_invalid_requests_queue_nothing(
 ) -> None:
     with pytest.raises(error):
         post(body, content_type=content_type)
-    assert _queue(env).get_queue_properties().approximate_message_count == 0
+    assert send_queue(env).get_queue_properties().approximate_message_count == 0
 
 
 def test_too_large_is_413(env: dict[str, str]) -> None:
@@ -212,7 +128,7 @@ def test_too_large_is_413(env: dict[str, str]) -> None:
     }
     with pytest.raises(PayloadTooLarge):
         post(body)
-    assert _queue(env).get_queue_properties().approximate_message_count == 0
+    assert send_queue(env).get_queue_properties().approximate_message_count == 0
 
 
 def test_idempotent_replay_and_conflict(env: dict[str, str], sandbox: str) -> None:
@@ -291,7 +207,7 @@ def test_own_rate_limit_defers_without_losing(
     services.reset()
     for i in range(5):
         post({**BODY, "subject": f"r{i}"})
-    queue = _queue(env)
+    queue = send_queue(env)
     results = []
     for msg in queue.receive_messages(max_messages=32, visibility_timeout=60):
         results.append(send_queued(services.outbox(), msg.content))
@@ -329,9 +245,112 @@ def test_large_payload_goes_to_blob_and_is_deleted(env: dict[str, str]) -> None:
 def test_poisoned_item_fails_for_good(env: dict[str, str]) -> None:
     accepted = post(BODY)
     message_id = accepted.body["messageId"]
-    _queue(env).clear_messages()  # as if the host had moved it to the poison queue
+    send_queue(env).clear_messages()  # as if the host had moved it to the poison queue
     assert fail_poisoned(services.outbox(), json.dumps({"messageId": message_id})) == "failed"
     (recipient,) = lookup(message_id)["recipients"]
     assert recipient["status"] == "failed"
     assert recipient["explanation"].startswith("Not sent")
     assert fail_poisoned(services.outbox(), json.dumps({"messageId": message_id})) == "already-done"
+
+
+# --- what the accept does concurrently, and what it must still do first --------------------
+
+
+def test_accepted_means_stored_indexed_and_queued(env: dict[str, str]) -> None:
+    """Everything the 202 promises is in storage when accept_send returns: the rows, every
+    recipient's history entry and the work item (index writes and queue put go out together)."""
+    addresses = [f"r{i}@example.com" for i in range(3)]
+    accepted = post({**BODY, "to": [{"address": a} for a in addresses]})
+    message_id = accepted.body["messageId"]
+    rows = {r["RowKey"] for r in services.message_store().message_rows(message_id)}
+    assert {keys.MESSAGE_ROW, outbox_module.PAYLOAD_ROW} <= rows
+    assert len([rk for rk in rows if rk.startswith("r|")]) == 3
+    for address in addresses:
+        items, _ = services.message_store().recipient_history(address, 10, None)
+        assert [i["messageId"] for i in items] == [message_id]
+    (item,) = send_queue(env).peek_messages(max_messages=32)
+    assert json.loads(item.content) == {"messageId": message_id, "attempt": 0}
+
+
+def test_an_accept_builds_no_thread_pool(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One long-lived pool (outbox.FANOUT) serves every accept; none is built per request."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a thread pool built for one request")
+
+    monkeypatch.setattr(outbox_module, "ThreadPoolExecutor", refuse)
+    monkeypatch.setattr(suppressions_module, "ThreadPoolExecutor", refuse)
+    post({**BODY, "to": [{"address": f"p{i}@example.com"} for i in range(3)]}, key="pools-1")
+    post(BODY)
+    assert sorted(drain(env)) == ["sent", "sent"]
+
+
+def test_claim_and_suppression_reads_run_together_claim_answers_first(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Idempotency-Key claim and the suppression reads go out at once. A replay or a 422
+    for the key stands even when the reads fail; a new request needs them, so it fails (503)
+    and nothing is queued."""
+    first = post(BODY, key="order-7")
+
+    def unreachable(self: SuppressionList, address: str) -> None:
+        raise Transient("suppression table unreachable")
+
+    monkeypatch.setattr(SuppressionList, "get", unreachable)
+    again = post(BODY, key="order-7")
+    assert again.replayed
+    assert again.body == first.body
+    with pytest.raises(Conflict):
+        post({**BODY, "subject": "Different"}, key="order-7")
+    with pytest.raises(Transient):
+        post(BODY, key="order-8")
+    with pytest.raises(Transient):
+        post(BODY)
+    assert drain(env) == ["sent"]
+
+
+def test_active_for_reads_one_address_inline_and_several_on_the_pool(
+    env: dict[str, str],
+) -> None:
+    suppressions = services.suppression_list()
+    suppressions.apply(
+        "x@example.com",
+        Change(active=True, reason="manual", origin="operator:test", at=datetime.now(UTC)),
+    )
+
+    class Recording(ThreadPoolExecutor):
+        maps = 0
+
+        def map(self, *args: Any, **kwargs: Any) -> Any:
+            Recording.maps += 1
+            return super().map(*args, **kwargs)
+
+    with Recording(2) as pool:
+        assert list(suppressions.active_for(["X@Example.com "], pool)) == ["x@example.com"]
+        assert Recording.maps == 0  # one address: no thread hop
+        both = suppressions.active_for(["x@example.com", "y@example.com", "X@example.com"], pool)
+        assert list(both) == ["x@example.com"]
+        assert Recording.maps == 1
+    assert list(suppressions.active_for(["y@example.com", "x@example.com"])) == ["x@example.com"]
+
+
+def test_run_together_waits_for_every_call_then_raises() -> None:
+    done: list[str] = []
+
+    def slow() -> None:
+        time.sleep(0.05)
+        done.append("slow")
+
+    def broken() -> None:
+        raise Transient("storage answered 503")
+
+    with pytest.raises(Transient):
+        outbox_module.run_together([(broken, ()), (slow, ())])
+    assert done == ["slow"]  # never a reply while a write may still be in flight
+    with pytest.raises(Transient):
+        outbox_module.run_together([(slow, ()), (broken, ())])
+    threads: list[threading.Thread] = []
+    outbox_module.run_together([(lambda: threads.append(threading.current_thread()), ())])
+    assert threads == [threading.current_thread()]  # a single call runs inline

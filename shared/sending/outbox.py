@@ -1,9 +1,10 @@
 """Durable accept-then-send storage: message rows, payload, work queue, idempotency, send slots.
 
 Accepting a send is one same-partition transaction in `<p>Messages` (message row `m`, payload
-row `p` when it fits, one `accepted`/`suppressed` status row per recipient), then the recipient
-index rows, then one queue message `{"messageId", "attempt"}`. Every step is idempotent on the
-message id, so a retried accept (same Idempotency-Key) finishes the job without a second send.
+row `p` when it fits, one `accepted`/`suppressed` status row per recipient), then, together, the
+recipient index rows and one queue message `{"messageId", "attempt"}`. Every step is idempotent
+on the message id, so a retried accept (same Idempotency-Key) finishes the job without a second
+send.
 Payloads over PAYLOAD_INLINE_LIMIT go to a blob. The payload is deleted when ACS accepted the
 message or it failed for good.
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,14 @@ from .. import keys
 from ..errors import Conflict, Problem, Transient
 from ..state import Fact, apply_fact, iso, parse_iso
 from ..status import Status
-from ..store import MAX_CONFLICT_RETRIES, MessageStore, etag_of, storage_errors, write_op
+from ..store import (
+    MAX_CONFLICT_RETRIES,
+    MessageStore,
+    etag_of,
+    put_entity,
+    storage_errors,
+    write_op,
+)
 from . import ratelimit
 
 if TYPE_CHECKING:
@@ -61,6 +69,28 @@ class SendState:
 class IdempotencyClaim:
     message_id: str
     replay: Mapping[str, Any] | None  # the stored response of a finished earlier request
+
+
+# One long-lived pool for the storage calls an accept fans out (suppression reads, the
+# idempotency claim, index writes, the queue put): a pool built per request started a thread
+# per call. Threads start on demand and stay. A task on it never waits for another task on it,
+# so a busy pool only queues work and cannot deadlock.
+FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="accept-io")
+
+
+def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    """Run independent storage calls at once (the first on this thread, the rest on FANOUT);
+    wait for all, then raise the first error. One call runs inline: no thread hop."""
+    if not calls:
+        return
+    (first, first_args), rest = calls[0], calls[1:]
+    futures = [FANOUT.submit(fn, *args) for fn, args in rest]
+    try:
+        first(*first_args)
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()
 
 
 class Outbox:
@@ -216,17 +246,17 @@ class Outbox:
             existing = self._get(self.store.messages, pk, keys.MESSAGE_ROW)
             if existing is not None and existing.get("sendState") != SendState.QUEUED:
                 return
-        with ThreadPoolExecutor(max_workers=min(8, len(rows))) as pool:
-            list(
-                pool.map(
-                    lambda item: self.store.write_index(
-                        keys.address_key(item[0].address), message_id, item[1]
-                    ),
-                    rows,
-                )
-            )
+        # Only now, with the rows committed: the worker drops a work item whose message row it
+        # cannot find, and the history must never point at a message that was not accepted.
+        # The index writes and the queue put depend on nothing but the transaction, so they go
+        # out together; the caller replies 202 only once every one of them succeeded.
+        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+            (self.store.write_index, (keys.address_key(r.address), message_id, row))
+            for r, row in rows
+        ]
         if len(suppressed) < len({r.key for r in request.recipients}):
-            self.enqueue(message_id, attempt=0)
+            writes.append((self.enqueue, (message_id, 0)))
+        run_together(writes)
 
     def enqueue(self, message_id: str, attempt: int, delay_s: float = 0.0) -> None:
         body = json.dumps({"messageId": message_id, "attempt": attempt})
@@ -294,23 +324,8 @@ class Outbox:
             if wait > 0:
                 return wait
             entity = {"PartitionKey": pk, "RowKey": rk, "counts": json.dumps(new_counts)}
-            try:
-                with storage_errors():
-                    if row is None:
-                        self.throttle.create_entity(entity)
-                    else:
-                        self.throttle.update_entity(
-                            entity,
-                            mode=UpdateMode.REPLACE,
-                            etag=row.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
+            if put_entity(self.throttle, entity, etag_of(row)):
                 return 0.0
-            except ResourceExistsError:
-                continue
-            except HttpResponseError as exc:
-                if exc.status_code != 412:
-                    raise
         raise Transient("send-slot row kept changing under us")
 
     def finish(

@@ -24,7 +24,9 @@ from .outbox import SendState
 from .validation import SenderPolicy, parse_send_request
 
 if TYPE_CHECKING:
-    from .outbox import Outbox
+    from ..suppressions import Suppression
+    from .outbox import IdempotencyClaim, Outbox
+    from .validation import SendRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,37 @@ def sender_policy(settings: Settings) -> SenderPolicy:
     )
 
 
+def _claim_and_check(
+    outbox: Outbox,
+    request: SendRequest,
+    key: str | None,
+    message_id: str,
+    window: timedelta,
+) -> tuple[IdempotencyClaim | None, dict[str, Suppression]]:
+    """The Idempotency-Key claim and the suppression reads, at once: neither needs the other.
+
+    The claim runs on the fan-out pool and the reads on this thread (which fans them out in
+    turn), so no pool task waits on another. The claim's answer comes first: a replay or a 422
+    stands even when a read failed (the reads were then not needed).
+    """
+    from ..services import suppression_list
+    from .outbox import FANOUT
+
+    claiming = None
+    if key is not None:
+        claiming = FANOUT.submit(
+            outbox.begin_idempotent, key, request.fingerprint(), message_id, window
+        )
+    addresses = [r.address for r in request.recipients]
+    try:
+        suppressed = suppression_list().active_for(addresses, FANOUT)
+    except Exception:
+        if claiming is None or claiming.result().replay is None:
+            raise
+        return claiming.result(), {}
+    return (claiming.result() if claiming is not None else None), suppressed
+
+
 def accept_send(
     outbox: Outbox,
     body: bytes,
@@ -53,11 +86,10 @@ def accept_send(
     idempotency_key: str | None,
     base_url: str,
 ) -> Accepted:
-    from ..services import suppression_list
-
     settings = get_settings()
     request = parse_send_request(body, content_type, sender_policy(settings))
     message_id = str(uuid.uuid4())
+    key = None
     if idempotency_key is not None:
         key = idempotency_key.strip()
         if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
@@ -65,16 +97,12 @@ def accept_send(
                 "Invalid Idempotency-Key",
                 [Problem("Idempotency-Key", "1 to 255 printable characters")],
             )
-        claim = outbox.begin_idempotent(
-            key,
-            request.fingerprint(),
-            message_id,
-            timedelta(hours=settings.idempotency_window_hours),
-        )
+    window = timedelta(hours=settings.idempotency_window_hours)
+    claim, suppressed = _claim_and_check(outbox, request, key, message_id, window)
+    if claim is not None:
         if claim.replay is not None:
             return Accepted(int(claim.replay["status"]), claim.replay["body"], replayed=True)
         message_id = claim.message_id
-    suppressed = suppression_list().active_for(r.address for r in request.recipients)
     if len(suppressed) == len({r.key for r in request.recipients}):
         problems = [
             Problem(f"recipients[{n}]", f"suppressed since {s.since}: {s.reason}")
@@ -102,8 +130,8 @@ def accept_send(
         "recipients": recipients,
         "lookupUrl": f"{base_url.rstrip('/')}/api/emails/{message_id}",
     }
-    if idempotency_key is not None:
-        outbox.finish_idempotent(idempotency_key.strip(), {"status": 202, "body": response})
+    if key is not None:
+        outbox.finish_idempotent(key, {"status": 202, "body": response})
     log.info(
         "send accepted: message=%s recipients=%d suppressed=%d",
         message_id,

@@ -505,3 +505,26 @@ def test_host_json_then_setting_overrides(tmp_path: Path) -> None:
     assert config.queues.visibility_timeout == timedelta(seconds=10)
     assert config.queues.max_dequeue_count == 3
     assert config.queues.max_polling_interval == timedelta(minutes=1)  # the default
+
+
+def test_host_serves_no_function_switched_off_by_app_setting() -> None:
+    """`AzureWebJobs.<name>.Disabled`, as the Functions host reads it (the bench uses it to
+    measure accepts with the sender off)."""
+    app = func.FunctionApp()
+
+    @app.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    @app.queue_trigger(arg_name="item", queue_name="work", connection="AzureWebJobsStorage")
+    def work(item: func.QueueMessage) -> None:
+        pass
+
+    settings = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    off = create_host_app(
+        app, function_key="k", settings={**settings, "AZUREWEBJOBS.work.DISABLED": "1"}
+    )
+    lines = list_functions(off, "http://host")
+    assert "work: queueTrigger (not served: app setting AzureWebJobs.work.Disabled)" in lines
+    assert "ping: [ALL] http://host/api/ping" in lines
+    assert off.state.host.queues == []
