@@ -27,8 +27,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from . import keys
@@ -36,7 +35,7 @@ from .alerts import Alert, AlertType, for_rate
 from .errors import Transient
 from .rates import Counts, Episode, Level, Metric, RatePolicy, Transition, evaluate
 from .state import iso, parse_iso
-from .store import MAX_CONFLICT_RETRIES, backoff, storage_errors
+from .store import MAX_CONFLICT_RETRIES, backoff, etag_of, put_entity, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +83,7 @@ class SenderHealth:
                 "hard": int((row or {}).get("hard", 0)) + counts.hard,
                 "spam": int((row or {}).get("spam", 0)) + counts.spam,
             }
-            try:
-                with storage_errors():
-                    if row is None:
-                        self.counters.create_entity(entity)
-                    else:
-                        self.counters.update_entity(
-                            entity,
-                            mode=UpdateMode.REPLACE,
-                            etag=row.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
-            except ResourceExistsError:
-                backoff(attempt)
-                continue
-            except HttpResponseError as exc:
-                if exc.status_code != 412:
-                    raise
+            if not put_entity(self.counters, entity, etag_of(row)):
                 backoff(attempt)
                 continue
             if row is None:  # a new bucket row: (re)register the domain as active
@@ -320,19 +303,7 @@ class SenderHealth:
     def _update(self, row: Any, updates: Mapping[str, Any]) -> bool:
         """Merge `updates` into the row under its ETag; False when it changed meanwhile."""
         entity = {k: v for k, v in {**row, **updates}.items() if v is not None}
-        try:
-            with storage_errors():
-                self.senders.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=row.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                return False
-            raise
-        return True
+        return put_entity(self.senders, entity, etag_of(row))
 
     def _get(self, table: Any, pk: str, rk: str) -> Any:
         with storage_errors():

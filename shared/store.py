@@ -111,6 +111,27 @@ def write_op(entity: Mapping[str, Any], etag: str | None) -> tuple[Any, ...]:
     return ("update", entity, options)
 
 
+def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> bool:
+    """Create the row (`etag` None) or replace it only if unchanged since read; False when
+    someone else wrote first (409 on create, 412 on replace, 404 if it was deleted)."""
+    try:
+        with storage_errors():
+            if etag is None:
+                table.create_entity(entity)
+            else:
+                table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+    except HttpResponseError as exc:  # ResourceExistsError, ResourceModifiedError, …
+        if exc.status_code in (404, 409, 412):
+            return False
+        raise
+    return True
+
+
 def etag_of(entity: Any) -> str | None:
     return None if entity is None else str(entity.metadata["etag"])
 
@@ -284,23 +305,10 @@ class MessageStore:
         pk, rk = keys.encode(family), keys.encode(name[:256])
         for _ in range(MAX_CONFLICT_RETRIES):
             current = self._get(self.counters, pk, rk)
-            try:
-                with storage_errors():
-                    if current is None:
-                        self.counters.create_entity(
-                            {"PartitionKey": pk, "RowKey": rk, "count": 1, "name": name[:256]}
-                        )
-                    else:
-                        self.counters.update_entity(
-                            {**current, "count": int(current.get("count", 0)) + 1},
-                            mode=UpdateMode.REPLACE,
-                            etag=current.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
+            count = int((current or {}).get("count", 0)) + 1
+            entity = {"PartitionKey": pk, "RowKey": rk, "count": count, "name": name[:256]}
+            if put_entity(self.counters, entity, etag_of(current)):
                 return
-            except (ResourceExistsError, HttpResponseError) as exc:
-                if getattr(exc, "status_code", None) not in (409, 412):
-                    raise
         raise Transient("counter kept changing under us")
 
     def write_message(self, message_id: str, summary: Mapping[str, Any]) -> None:
@@ -361,22 +369,7 @@ class MessageStore:
 
     def _write(self, entity: Mapping[str, Any], etag: str | None) -> str:
         """One conditional single-entity write: "ok", or "conflict" (someone wrote first)."""
-        try:
-            with storage_errors():
-                if etag is None:
-                    self.messages.create_entity(entity)
-                else:
-                    self.messages.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-            return "ok"
-        except HttpResponseError as exc:  # ResourceExistsError, ResourceModifiedError, …
-            if exc.status_code in (404, 409, 412):
-                return "conflict"
-            raise
+        return "ok" if put_entity(self.messages, entity, etag) else "conflict"
 
     def _submit(self, ops: list[Any], pk: str, marker_rk: str | None) -> str:
         """Run a transaction: "ok", "duplicate" (marker exists) or "conflict" (retry)."""
