@@ -411,3 +411,22 @@ def test_cli_explains_an_argument() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["reason"], result["enhancedCode"]) == ("authfailure", "5.7.26")
+
+
+@pytest.mark.parametrize("status", ["Delivered", "delivered", "Expanded"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "250 2.0.0 OK  1732000001 d2e1a72fcca58-6c1a2b.1 - gsmtp",
+        "250 2.6.0 <x@bench.example> [InternalId=88] Queued mail for delivery",
+        "No error.",
+        "",
+        "250-first line\r\n250 2.0.0 Ok: queued as 4Xb",
+    ],
+)
+def test_success_fast_path_equals_the_full_analysis(status: str, message: str) -> None:
+    """Successes skip the phrasebook (only codes matter to them): same result as in full."""
+    from shared.classification.classifier import _decide, analyse_text
+
+    shown = status.strip()
+    assert classify(status, message) == _decide(shown, analyse_text(message))

@@ -138,7 +138,18 @@ _FAILURE_STATUSES = frozenset({"bounced", "failed", "filteredspam", "quarantined
 def classify(acs_status: str | None, status_message: str | None) -> Classification:
     message = "" if status_message is None else status_message[:MAX_CHARS]
     shown = "" if acs_status is None else _CONTROL.sub("", acs_status).strip()[:40]
+    if _NOT_LETTERS.sub("", shown.lower()) in _SUCCESS:
+        # A success needs only the reply's codes, not the phrasebook; and delivered replies
+        # carry queue ids, so they are unique and would miss the cache anyway.
+        return _decide(shown, _codes_only(message))
     return _decide(shown, _analyse_cached(message))
+
+
+def _codes_only(message: str) -> TextAnalysis:
+    text = _CONTROL.sub("", message).replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        return TextAnalysis(True, Codes(None, None), None, None)
+    return TextAnalysis(False, extract_codes(text), None, None)
 
 
 # Keyed on what the text analysis found (rule, codes), not on the text: a few hundred distinct
