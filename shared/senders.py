@@ -27,7 +27,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from . import keys
@@ -35,7 +35,14 @@ from .alerts import Alert, AlertType, for_rate
 from .errors import Transient
 from .rates import Counts, Episode, Level, Metric, RatePolicy, Transition, evaluate
 from .state import iso, parse_iso
-from .store import MAX_CONFLICT_RETRIES, backoff, etag_of, put_entity, storage_errors
+from .store import (
+    MAX_CONFLICT_RETRIES,
+    backoff,
+    etag_of,
+    put_entity,
+    read_entity,
+    storage_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,7 @@ class SenderHealth:
         pk = f"{keys.encode(domain)}|{shard:02d}"
         rk = _bucket(now, self.policy.bucket_minutes)
         for attempt in range(MAX_CONFLICT_RETRIES):
-            row = self._get(self.counters, pk, rk)
+            row = read_entity(self.counters, pk, rk)
             entity = {
                 "PartitionKey": pk,
                 "RowKey": rk,
@@ -149,7 +156,7 @@ class SenderHealth:
 
         auto_pause = get_settings().auto_pause if auto_pause is None else auto_pause
         for attempt in range(MAX_CONFLICT_RETRIES):
-            row = self._get(self.senders, REGISTRY, keys.encode(domain))
+            row = read_entity(self.senders, REGISTRY, keys.encode(domain))
             if row is None:
                 return []
             pending = _alerts(row.get("pendingAlerts"))
@@ -218,7 +225,7 @@ class SenderHealth:
             alert_log().raise_alert(alert)
         # Recorded: clear them. A 412 (changed meanwhile) leaves them for the next evaluation,
         # which records them again as the no-op it is (same alert ids).
-        fresh = self._get(self.senders, REGISTRY, row["RowKey"])
+        fresh = read_entity(self.senders, REGISTRY, row["RowKey"])
         if fresh is not None and fresh.get("pendingAlerts"):
             waiting = {a.id for a in _alerts(fresh["pendingAlerts"])}
             if waiting <= {a.id for a in alerts}:  # never clear ones decided after ours
@@ -228,7 +235,7 @@ class SenderHealth:
     # --- pause --------------------------------------------------------------------------
 
     def is_paused(self, domain: str) -> bool:
-        row = self._get(self.senders, REGISTRY, keys.encode(domain)) if domain else None
+        row = read_entity(self.senders, REGISTRY, keys.encode(domain)) if domain else None
         return bool(row and row.get("paused"))
 
     def resume(self, domain: str, operator: str, reason: str | None, now: datetime) -> bool:
@@ -238,7 +245,7 @@ class SenderHealth:
         caused the pause must not pause the domain again on the next evaluation.
         """
         for attempt in range(MAX_CONFLICT_RETRIES):
-            row = self._get(self.senders, REGISTRY, keys.encode(domain))
+            row = read_entity(self.senders, REGISTRY, keys.encode(domain))
             if row is None or not row.get("paused"):
                 return False
             updates: dict[str, Any] = {
@@ -260,7 +267,7 @@ class SenderHealth:
 
     def view(self, domain: str, now: datetime | None = None) -> dict[str, Any] | None:
         now = now or datetime.now(UTC)
-        row = self._get(self.senders, REGISTRY, keys.encode(domain))
+        row = read_entity(self.senders, REGISTRY, keys.encode(domain))
         if row is None:
             return None
         counts = self.window_counts(domain, now, parse_iso(row.get("windowStart")))
@@ -304,13 +311,6 @@ class SenderHealth:
         """Merge `updates` into the row under its ETag; False when it changed meanwhile."""
         entity = {k: v for k, v in {**row, **updates}.items() if v is not None}
         return put_entity(self.senders, entity, etag_of(row))
-
-    def _get(self, table: Any, pk: str, rk: str) -> Any:
-        with storage_errors():
-            try:
-                return table.get_entity(pk, rk)
-            except ResourceNotFoundError:
-                return None
 
 
 def _json(value: Any) -> Mapping[str, Any] | None:

@@ -132,6 +132,15 @@ def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) 
     return True
 
 
+def read_entity(table: TableClient, pk: str, rk: str) -> Any:
+    """A point read: the entity, or None when there is none."""
+    with storage_errors():
+        try:
+            return table.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+
 def etag_of(entity: Any) -> str | None:
     return None if entity is None else str(entity.metadata["etag"])
 
@@ -192,7 +201,7 @@ class MessageStore:
         status_rk = keys.status_row(addr)
         entry = None if marker_event_id is None else {**(marker or {}), "eventId": marker_event_id}
         for attempt in range(MAX_CONFLICT_RETRIES):
-            current = self._get(self.messages, pk, status_rk)
+            current = read_entity(self.messages, pk, status_rk)
             if entry is None:
                 decision = ReportDecision(False, apply_fact(current, fact, address, message_id))
             else:
@@ -265,7 +274,7 @@ class MessageStore:
         marker_rk = keys.timeline_row(addr, report.envelope.event_id)
         marker = {**timeline_entry(report), ARRIVAL_FIELD: iso(datetime.now(UTC))}
         for attempt in range(MAX_CONFLICT_RETRIES):
-            current = self._get(self.messages, pk, rk)
+            current = read_entity(self.messages, pk, rk)
             row = _clean({**apply_engagement(current, report), "PartitionKey": pk, "RowKey": rk})
             if report.recipient:
                 row["address"] = report.recipient
@@ -304,7 +313,7 @@ class MessageStore:
         """Increment a counter row (rare paths only: ETag read-modify-write)."""
         pk, rk = keys.encode(family), keys.encode(name[:256])
         for _ in range(MAX_CONFLICT_RETRIES):
-            current = self._get(self.counters, pk, rk)
+            current = read_entity(self.counters, pk, rk)
             count = int((current or {}).get("count", 0)) + 1
             entity = {"PartitionKey": pk, "RowKey": rk, "count": count, "name": name[:256]}
             if put_entity(self.counters, entity, etag_of(current)):
@@ -346,7 +355,7 @@ class MessageStore:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(page)))) as pool:
             statuses = list(
                 pool.map(
-                    lambda e: self._get(
+                    lambda e: read_entity(
                         self.messages, keys.message_key(e["messageId"]), keys.status_row(addr)
                     ),
                     page,
@@ -359,13 +368,6 @@ class MessageStore:
         return items, encode_token(next_token) if next_token else None
 
     # --- plumbing -----------------------------------------------------------------------
-
-    def _get(self, table: TableClient, pk: str, rk: str) -> Any:
-        with storage_errors():
-            try:
-                return table.get_entity(pk, rk)
-            except ResourceNotFoundError:
-                return None
 
     def _write(self, entity: Mapping[str, Any], etag: str | None) -> str:
         """One conditional single-entity write: "ok", or "conflict" (someone wrote first)."""
@@ -381,7 +383,7 @@ class MessageStore:
             failed_marker = marker_rk is not None and exc.index == 0
             if exc.status_code == 409 and failed_marker:
                 # index 0 is also the SDK's default when the service names no index: confirm.
-                if self._get(self.messages, pk, marker_rk or "") is not None:
+                if read_entity(self.messages, pk, marker_rk or "") is not None:
                     return "duplicate"
                 return "conflict"
             if exc.status_code in (404, 409, 412):

@@ -30,6 +30,7 @@ from .store import (
     backoff,
     etag_of,
     put_entity,
+    read_entity,
     storage_errors,
     write_op,
 )
@@ -238,11 +239,7 @@ class SuppressionList:
         """
         pk = keys.address_key(address)
         for attempt in range(MAX_CONFLICT_RETRIES):
-            with storage_errors():
-                try:
-                    row: Any = self.table.get_entity(pk, STREAK_ROW)
-                except ResourceNotFoundError:
-                    row = None
+            row = read_entity(self.table, pk, STREAK_ROW)
             stored = [(str(a), str(b)) for a, b in json.loads((row or {}).get("events", "[]"))]
             if any(known == event_id for _, known in stored):
                 return stored

@@ -38,6 +38,7 @@ from ..store import (
     MessageStore,
     etag_of,
     put_entity,
+    read_entity,
     storage_errors,
     write_op,
 )
@@ -146,7 +147,7 @@ class Outbox:
                 return IdempotencyClaim(new_message_id, None)
             except ResourceExistsError:
                 pass
-            existing = self._get(self.idempotency, pk, "k")
+            existing = read_entity(self.idempotency, pk, "k")
             if existing is None:
                 continue
             expires = parse_iso(existing.get("expiresAt"))
@@ -243,7 +244,7 @@ class Outbox:
             if not (exc.status_code == 409 and exc.index == 0):
                 raise
             # Accepted before (a retry under the same Idempotency-Key): finish the other steps.
-            existing = self._get(self.store.messages, pk, keys.MESSAGE_ROW)
+            existing = read_entity(self.store.messages, pk, keys.MESSAGE_ROW)
             if existing is not None and existing.get("sendState") != SendState.QUEUED:
                 return
         # Only now, with the rows committed: the worker drops a work item whose message row it
@@ -266,7 +267,7 @@ class Outbox:
     # --- worker side --------------------------------------------------------------------
 
     def message(self, message_id: str) -> Any:
-        return self._get(self.store.messages, keys.message_key(message_id), keys.MESSAGE_ROW)
+        return read_entity(self.store.messages, keys.message_key(message_id), keys.MESSAGE_ROW)
 
     def claim(self, message_id: str, now: datetime) -> Any:
         """Mark the message `sending` under its ETag; None when someone else owns or ended it."""
@@ -306,7 +307,7 @@ class Outbox:
                 except ResourceNotFoundError:
                     return None
             return dict(json.loads(data))
-        entity = self._get(self.store.messages, pk, PAYLOAD_ROW)
+        entity = read_entity(self.store.messages, pk, PAYLOAD_ROW)
         if entity is None:
             return None
         text = "".join(entity[k] for k in sorted(entity) if k.startswith("c"))
@@ -316,7 +317,7 @@ class Outbox:
         """Take one ACS send slot; 0.0 when taken, else seconds to wait (nothing taken)."""
         pk, rk = SLOT_ROW
         for _ in range(MAX_CONFLICT_RETRIES * 4):
-            row = self._get(self.throttle, pk, rk)
+            row = read_entity(self.throttle, pk, rk)
             counts = {
                 int(k): int(v) for k, v in json.loads((row or {}).get("counts", "{}")).items()
             }
@@ -383,13 +384,6 @@ class Outbox:
         if msg is not None and msg.get("payload") == "blob":
             with storage_errors(), suppress(ResourceNotFoundError):
                 self.container.delete_blob(f"{message_id}.json")
-
-    def _get(self, table: Any, pk: str, rk: str) -> Any:
-        with storage_errors():
-            try:
-                return table.get_entity(pk, rk)
-            except ResourceNotFoundError:
-                return None
 
 
 def _chunks(text: str) -> dict[str, str]:
