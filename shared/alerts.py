@@ -157,6 +157,7 @@ def for_stuck_delivery(
     at: datetime,
     mode: AddressMode,
 ) -> Alert:
+    shown = [recipient_fields(r, mode) for r in recipients]
     return Alert(
         alert_id(AlertType.DELIVERY_STUCK, message_id),
         AlertType.DELIVERY_STUCK,
@@ -168,10 +169,8 @@ def for_stuck_delivery(
             "sentAt": sent_at,
             "stuckAfterMinutes": minutes,
             "recipientCount": len(recipients),
-            "recipients": [recipient_fields(r, mode) for r in recipients[:50]],
-            "recipientDomain": recipient_fields(recipients[0], mode)["recipientDomain"]
-            if len(recipients) == 1
-            else None,
+            "recipients": shown[:50],
+            "recipientDomain": shown[0]["recipientDomain"] if len(shown) == 1 else None,
             "explanation": (
                 f"ACS accepted this message but sent no final delivery report for "
                 f"{len(recipients)} recipient(s) within {minutes} minutes."

@@ -208,15 +208,16 @@ def _count(
     status = from_acs(report.acs_status)
     if status is Status.EXPANDED:
         return
-    # Mail sent through our worker is counted when sent; mail sent some other way is counted
-    # the first time a report names the recipient, so rates work without our send endpoint too.
-    external = previous is None or not previous.get("acceptedAt")
+    # Mail sent through our worker is counted when sent (our accept wrote the row); mail sent
+    # some other way is counted the first time a report names the recipient (no row yet), so
+    # rates work without our send endpoint too.
     counts = Counts(
-        sent=1 if external and previous is None else 0,
+        sent=1 if previous is None else 0,
         hard=1 if classification.get("bounceType") == "hard" else 0,
         spam=1 if status in (Status.SPAM_FILTERED, Status.QUARANTINED) else 0,
     )
-    sender_health().add(domain_of(report.sender), counts)
+    if counts != Counts():  # a delivered report of our own send: no counter, no client built
+        sender_health().add(domain_of(report.sender), counts)
 
 
 def _alert(report: DeliveryReport, classification: Mapping[str, Any]) -> None:

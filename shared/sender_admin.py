@@ -36,9 +36,9 @@ def resume(
 ) -> dict[str, Any]:
     domain = _domain(domain)
     data = operator_body(body, content_type, need_reason=False, allow_expiry=False)
-    if health.view(domain) is None:
-        raise NotFound(f"No sends or reports seen from {domain!r}")
     resumed = health.resume(domain, data["operator"], data.get("reason"), datetime.now(UTC))
+    if resumed is None:
+        raise NotFound(f"No sends or reports seen from {domain!r}")
     view = health.view(domain)
     assert view is not None
     return {**view, "resumed": resumed}

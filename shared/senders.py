@@ -60,11 +60,19 @@ def _bucket(at: datetime, minutes: int) -> str:
 
 
 class SenderHealth:
-    def __init__(self, service: TableServiceClient, prefix: str, policy: RatePolicy, shards: int):
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str,
+        policy: RatePolicy,
+        shards: int,
+        auto_pause: bool = False,
+    ) -> None:
         self.counters = service.get_table_client(f"{prefix}SenderCounters")
         self.senders = service.get_table_client(f"{prefix}Senders")
         self.policy = policy
         self.shards = shards
+        self.auto_pause = auto_pause  # a critical rate also pauses the domain
 
     def create_tables(self) -> None:
         for table in (self.counters, self.senders):
@@ -150,11 +158,8 @@ class SenderHealth:
                 raised += self.evaluate(str(row.get("domain") or keys.decode(row["RowKey"])), now)
         return raised
 
-    def evaluate(self, domain: str, now: datetime, auto_pause: bool | None = None) -> list[Alert]:
+    def evaluate(self, domain: str, now: datetime) -> list[Alert]:
         """Judge one domain; returns the alerts recorded by this call."""
-        from .settings import get_settings
-
-        auto_pause = get_settings().auto_pause if auto_pause is None else auto_pause
         for attempt in range(MAX_CONFLICT_RETRIES):
             row = read_entity(self.senders, REGISTRY, keys.encode(domain))
             if row is None:
@@ -173,7 +178,7 @@ class SenderHealth:
                 if after == before:
                     continue
                 updates[metric.value] = json.dumps(after.to_json())
-                if after.level is Level.CRITICAL and auto_pause and not paused:
+                if after.level is Level.CRITICAL and self.auto_pause and not paused:
                     paused = True
                     updates |= {"paused": True, "pausedAt": iso(now), "pauseReason": metric.value}
                 if transition is not Transition.NONE:
@@ -238,15 +243,18 @@ class SenderHealth:
         row = read_entity(self.senders, REGISTRY, keys.encode(domain)) if domain else None
         return bool(row and row.get("paused"))
 
-    def resume(self, domain: str, operator: str, reason: str | None, now: datetime) -> bool:
-        """Lift the pause; returns False when the domain was not paused (nothing changed).
+    def resume(self, domain: str, operator: str, reason: str | None, now: datetime) -> bool | None:
+        """Lift the pause; False when the domain was not paused (nothing changed), None when
+        nothing was ever sent from or reported for it.
 
         The rate window restarts at the resume, and both episodes end quietly: the counts that
         caused the pause must not pause the domain again on the next evaluation.
         """
         for attempt in range(MAX_CONFLICT_RETRIES):
             row = read_entity(self.senders, REGISTRY, keys.encode(domain))
-            if row is None or not row.get("paused"):
+            if row is None:
+                return None
+            if not row.get("paused"):
                 return False
             updates: dict[str, Any] = {
                 "paused": False,

@@ -124,6 +124,7 @@ def sender_health() -> SenderHealth:
         settings.table_prefix,
         settings.rate_policy(),
         settings.rate_counter_shards,
+        settings.auto_pause,
     )
     health.create_tables()
     return health

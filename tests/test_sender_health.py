@@ -122,6 +122,7 @@ def test_spam_rate_alert(rates: str) -> None:
 
 def test_unknown_sender_domain_is_404_and_bad_domain_400(rates: str) -> None:
     assert health_api("never.example")[0] == 404
+    assert resume_api({"operator": "alice"}, "never.example")[0] == 404
     status, problem = health_api("not a domain")
     assert status == 400
     assert problem["errors"][0]["field"] == "domain"
