@@ -22,7 +22,6 @@ import json
 import logging
 import random
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +35,7 @@ from .errors import Transient
 from .rates import Counts, Episode, Level, Metric, RatePolicy, Transition, evaluate
 from .state import iso, parse_iso
 from .store import (
+    FANOUT,
     MAX_CONFLICT_RETRIES,
     backoff,
     etag_of,
@@ -136,9 +136,7 @@ class SenderHealth:
                     )
             return total
 
-        with ThreadPoolExecutor(max_workers=min(8, self.shards)) as pool:
-            totals = list(pool.map(shard_total, range(self.shards)))
-        return sum(totals, Counts())
+        return sum(FANOUT.map(shard_total, range(self.shards)), Counts())
 
     # --- evaluation (timer) ---------------------------------------------------------------
 

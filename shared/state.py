@@ -42,7 +42,6 @@ EVENTS_OVERFLOW: Final = "eventsOverflow"
 # Differs per delivery of one event (wall clock): kept on marker rows, never embedded, so the
 # row stays the same whatever the arrival order.
 ARRIVAL_FIELD: Final = "recordedAt"
-_ARRIVAL_FIELDS = frozenset({ARRIVAL_FIELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +208,7 @@ def decide_report(
     if any(e.get("eventId") == event_id for e in events):
         return ReportDecision(duplicate=True, row=None)
     item = dict(entry)
-    for name in _ARRIVAL_FIELDS.intersection(item):
-        del item[name]
+    item.pop(ARRIVAL_FIELD, None)
     kept = sorted([*events, item], key=_sort_key)
     pushed: list[Row] = []
     text = _dumps(kept)

@@ -132,6 +132,14 @@ def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) 
     return True
 
 
+# One long-lived pool for storage calls fanned out in parallel (an accept's suppression reads,
+# idempotency claim, index writes and queue put; a history page's status rows; a sender's
+# counter shards): a pool built per request started a thread per call. Threads start on demand
+# and stay. A task on it never waits for another task on it, so a busy pool only queues work
+# and cannot deadlock.
+FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="storage-io")
+
+
 def read_entity(table: TableClient, pk: str, rk: str) -> Any:
     """A point read: the entity, or None when there is none."""
     with storage_errors():
@@ -352,15 +360,14 @@ class MessageStore:
             page = [dict(e) for e in next(pages, [])]
             next_token = pages.continuation_token  # type: ignore[attr-defined]
         addr = keys.address_key(address)
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(page)))) as pool:
-            statuses = list(
-                pool.map(
-                    lambda e: read_entity(
-                        self.messages, keys.message_key(e["messageId"]), keys.status_row(addr)
-                    ),
-                    page,
-                )
+        statuses = list(
+            FANOUT.map(
+                lambda e: read_entity(
+                    self.messages, keys.message_key(e["messageId"]), keys.status_row(addr)
+                ),
+                page,
             )
+        )
         items = [
             {**entry, "statusRow": dict(s) if s else None}
             for entry, s in zip(page, statuses, strict=True)

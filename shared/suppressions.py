@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +26,7 @@ from . import keys
 from .errors import Transient
 from .state import iso, parse_iso
 from .store import (
+    FANOUT,
     MAX_CONFLICT_RETRIES,
     backoff,
     etag_of,
@@ -127,18 +128,15 @@ class SuppressionList:
     ) -> dict[str, Suppression]:
         """The currently suppressed ones among `addresses`, keyed by lower-cased address.
 
-        Several addresses are read in parallel on `pool` (a long-lived one; never call this
-        from one of its own tasks), else on a pool built for the call; one is read inline.
+        Several addresses are read in parallel on `pool` (default: the shared store.FANOUT;
+        never call this from one of its own tasks); one is read inline.
         """
         unique = sorted({a.strip().lower() for a in addresses})
         now = datetime.now(UTC)
         if len(unique) <= 1:
             rows = [self.get(a) for a in unique]
-        elif pool is not None:
-            rows = list(pool.map(self.get, unique))
         else:
-            with ThreadPoolExecutor(max_workers=min(8, len(unique))) as own:
-                rows = list(own.map(self.get, unique))
+            rows = list((pool or FANOUT).map(self.get, unique))
         out = {}
         for address, row in zip(unique, rows, strict=True):
             if row is not None and _active(row, now):

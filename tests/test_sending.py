@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared import keys, services
-from shared import suppressions as suppressions_module
+from shared import store as store_module
 from shared.errors import Conflict, InvalidInput, PayloadTooLarge, Transient, UnsupportedMediaType
 from shared.sending import outbox as outbox_module
 from shared.sending.outbox import Outbox
@@ -275,13 +275,13 @@ def test_accepted_means_stored_indexed_and_queued(env: dict[str, str]) -> None:
 def test_an_accept_builds_no_thread_pool(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One long-lived pool (outbox.FANOUT) serves every accept; none is built per request."""
+    """One long-lived pool (store.FANOUT) serves every accept; none is built per request."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a thread pool built for one request")
 
-    monkeypatch.setattr(outbox_module, "ThreadPoolExecutor", refuse)
-    monkeypatch.setattr(suppressions_module, "ThreadPoolExecutor", refuse)
+    # store.py is the one module of ours that builds a pool (FANOUT, at import)
+    monkeypatch.setattr(store_module, "ThreadPoolExecutor", refuse)
     post({**BODY, "to": [{"address": f"p{i}@example.com"} for i in range(3)]}, key="pools-1")
     post(BODY)
     assert sorted(drain(env)) == ["sent", "sent"]

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,7 @@ from ..errors import Conflict, Problem, Transient
 from ..state import Fact, apply_fact, iso, parse_iso
 from ..status import Status
 from ..store import (
+    FANOUT,
     MAX_CONFLICT_RETRIES,
     MessageStore,
     etag_of,
@@ -70,13 +71,6 @@ class SendState:
 class IdempotencyClaim:
     message_id: str
     replay: Mapping[str, Any] | None  # the stored response of a finished earlier request
-
-
-# One long-lived pool for the storage calls an accept fans out (suppression reads, the
-# idempotency claim, index writes, the queue put): a pool built per request started a thread
-# per call. Threads start on demand and stay. A task on it never waits for another task on it,
-# so a busy pool only queues work and cannot deadlock.
-FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="accept-io")
 
 
 def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:

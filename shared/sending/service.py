@@ -62,7 +62,7 @@ def _claim_and_check(
     stands even when a read failed (the reads were then not needed).
     """
     from ..services import suppression_list
-    from .outbox import FANOUT
+    from ..store import FANOUT
 
     claiming = None
     if key is not None:
