@@ -36,7 +36,8 @@ def table_service() -> TableServiceClient:
 def message_store() -> MessageStore:
     from .store import MessageStore
 
-    store = MessageStore(table_service(), get_settings().table_prefix)
+    settings = get_settings()
+    store = MessageStore(table_service(), settings.table_prefix, settings.row_cache_mb << 20)
     store.create_tables()
     return store
 

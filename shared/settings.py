@@ -57,6 +57,8 @@ class Settings:
     soft_bounce_streak: int
     soft_bounce_window_hours: int
     soft_bounce_suppress_hours: int
+    # Status rows this instance wrote, kept in memory so the next report skips its read (0 = off).
+    row_cache_mb: int
 
     def rate_policy(self) -> RatePolicy:
         return RatePolicy(
@@ -154,6 +156,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         soft_bounce_streak=_int(env, "SOFT_BOUNCE_STREAK", 3, problems, minimum=0),
         soft_bounce_window_hours=_int(env, "SOFT_BOUNCE_WINDOW_HOURS", 72, problems),
         soft_bounce_suppress_hours=_int(env, "SOFT_BOUNCE_SUPPRESS_HOURS", 24, problems),
+        row_cache_mb=_int(env, "ROW_CACHE_MB", 32, problems, minimum=0),
     )
     if settings.bounce_rate_warning > settings.bounce_rate_critical:
         problems.append("BOUNCE_RATE_WARNING must not be above BOUNCE_RATE_CRITICAL")

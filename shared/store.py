@@ -16,7 +16,11 @@ A delivery report costs two round trips on the common path: a point read of the 
 then one conditional single-entity write of it (create when absent, replace under its ETag)
 that adds the event to the row's `events` list. A duplicate is seen in the row just read and
 writes nothing (one round trip); a concurrent writer fails the ETag check (412) or the create
-(409) and we re-read and re-decide, a bounded number of times. When the list is full (see
+(409) and we re-read and re-decide, a bounded number of times. When this process wrote the row
+last (it sent the message, or recorded the previous report), the read is skipped: `RowCache`
+keeps the row as written with the ETag the write returned, and the conditional write proves it
+current. A row changed elsewhere since fails that write (412) and is read afresh, so the cache
+can cost one round trip but never a lost update. When the list is full (see
 `state.decide_report`), the event goes to its own marker row in one transaction with the status
 row, as every event did before: there a duplicate fails on the marker (409). First sight of a
 recipient adds the recipient-index write. (A marker row in the same `$batch` is the textbook
@@ -27,7 +31,9 @@ on a single-entity one, and that CPU is most of a report's cost.)
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -114,12 +120,17 @@ def write_op(entity: Mapping[str, Any], etag: str | None) -> tuple[Any, ...]:
 def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> bool:
     """Create the row (`etag` None) or replace it only if unchanged since read; False when
     someone else wrote first (409 on create, 412 on replace, 404 if it was deleted)."""
+    return write_entity(table, entity, etag) is not None
+
+
+def write_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> str | None:
+    """`put_entity` that returns the row's new ETag, or None when someone else wrote first."""
     try:
         with storage_errors():
             if etag is None:
-                table.create_entity(entity)
+                result = table.create_entity(entity)
             else:
-                table.update_entity(
+                result = table.update_entity(
                     entity,
                     mode=UpdateMode.REPLACE,
                     etag=etag,
@@ -127,9 +138,9 @@ def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) 
                 )
     except HttpResponseError as exc:  # ResourceExistsError, ResourceModifiedError, …
         if exc.status_code in (404, 409, 412):
-            return False
+            return None
         raise
-    return True
+    return str(result.get("etag") or "")
 
 
 # One long-lived pool for storage calls fanned out in parallel (an accept's suppression reads,
@@ -157,13 +168,71 @@ def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
+class RowCache:
+    """Status rows this process wrote, each with the ETag its write returned, bounded by an
+    approximate size and dropped least recently used first (`capacity_bytes` 0 = off).
+
+    A hit stands in for a point read: a write based on it is conditional on that ETag, so it
+    cannot overwrite a change made elsewhere (412 → forget, read, decide again). Rows only grow
+    (an event recorded in one stays recorded in it or in a marker row), so an event found in a
+    cached row was recorded: a duplicate answered from the cache is one."""
+
+    _OVERHEAD = 64  # bytes per property beyond its text: key, type, dict slot
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self._rows: OrderedDict[tuple[str, str], tuple[str, dict[str, Any], int]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, pk: str, rk: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            hit = self._rows.get((pk, rk))
+            if hit is None:
+                return None
+            self._rows.move_to_end((pk, rk))
+            return hit[0], hit[1]
+
+    def put(self, pk: str, rk: str, etag: str | None, row: dict[str, Any]) -> None:
+        if not self.capacity:
+            return
+        if not etag:
+            self.forget(pk, rk)
+            return
+        size = sum(len(v) if isinstance(v, str) else 8 for v in row.values())
+        size += self._OVERHEAD * len(row)
+        with self._lock:
+            old = self._rows.pop((pk, rk), None)
+            if old is not None:
+                self._size -= old[2]
+            if size > self.capacity // 8:  # one huge row must not flush the rest
+                return
+            self._rows[(pk, rk)] = (etag, row, size)
+            self._size += size
+            while self._size > self.capacity:
+                _, (_, _, dropped) = self._rows.popitem(last=False)
+                self._size -= dropped
+
+    def forget(self, pk: str, rk: str) -> None:
+        with self._lock:
+            old = self._rows.pop((pk, rk), None)
+            if old is not None:
+                self._size -= old[2]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 def _epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
 class MessageStore:
-    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+    def __init__(
+        self, service: TableServiceClient, prefix: str = "Email", cache_bytes: int = 0
+    ) -> None:
         self._service = service
+        self.cache = RowCache(cache_bytes)
         self.messages: TableClient = service.get_table_client(f"{prefix}Messages")
         self.index: TableClient = service.get_table_client(f"{prefix}RecipientIndex")
         self.quarantine_table: TableClient = service.get_table_client(f"{prefix}Quarantine")
@@ -208,8 +277,15 @@ class MessageStore:
         addr = keys.address_key(address)
         status_rk = keys.status_row(addr)
         entry = None if marker_event_id is None else {**(marker or {}), "eventId": marker_event_id}
+        cached = None if entry is None else self.cache.get(pk, status_rk)
         for attempt in range(MAX_CONFLICT_RETRIES):
-            current = read_entity(self.messages, pk, status_rk)
+            etag: str | None
+            current: Any
+            if cached is not None:
+                etag, current = cached
+            else:
+                current = read_entity(self.messages, pk, status_rk)
+                etag = etag_of(current)
             if entry is None:
                 decision = ReportDecision(False, apply_fact(current, fact, address, message_id))
             else:
@@ -219,11 +295,14 @@ class MessageStore:
             new_row = decision.row
             if new_row is None and not decision.marker:
                 return Recorded(duplicate=False, changed=False, row=current, previous=current)
-            outcome = self._commit(pk, addr, current, decision, entry)
+            outcome = self._commit(pk, addr, etag, decision, entry)
             if outcome == "duplicate":
                 return self._duplicate(addr, message_id, current, fact)
             if outcome == "conflict":
-                backoff(attempt)
+                self.cache.forget(pk, status_rk)
+                if cached is None:  # a racing writer, not merely a stale cache: back off
+                    backoff(attempt)
+                cached = None
                 continue
             old_rk = current.get("indexRk") if current else None
             if new_row is not None and new_row.get("indexRk") != old_rk:
@@ -243,13 +322,13 @@ class MessageStore:
         self,
         pk: str,
         addr: str,
-        current: Any,
+        etag: str | None,
         decision: ReportDecision,
         entry: Mapping[str, Any] | None,
     ) -> str:
         """Write what `decision` says: "ok", "duplicate" (marker exists) or "conflict". The
         common path is one conditional write of the status row; marker rows make it a
-        transaction with the row."""
+        transaction with the row. A written status row is remembered with its new ETag."""
         ops: list[Any] = []
         marker_rk = None
         if decision.marker and entry is not None:
@@ -260,13 +339,22 @@ class MessageStore:
             rk = keys.timeline_row(addr, str(old["eventId"]))
             evicted = {**old, "PartitionKey": pk, "RowKey": rk}
             ops.append(("upsert", evicted, {"mode": UpdateMode.REPLACE}))
-        if decision.row is not None:
-            entity = _clean({**decision.row, "PartitionKey": pk, "RowKey": keys.status_row(addr)})
-            entity["updatedAt"] = iso(datetime.now(UTC))
-            if not ops:
-                return self._write(entity, etag_of(current))
-            ops.append(write_op(entity, etag_of(current)))
-        return self._submit(ops, pk, marker_rk)
+        if decision.row is None:
+            outcome, _ = self._submit(ops, pk, marker_rk)
+            return outcome
+        status_rk = keys.status_row(addr)
+        entity = _clean({**decision.row, "PartitionKey": pk, "RowKey": status_rk})
+        entity["updatedAt"] = iso(datetime.now(UTC))
+        if ops:
+            ops.append(write_op(entity, etag))
+            outcome, results = self._submit(ops, pk, marker_rk)
+            new_etag = results[-1].get("etag") if results else None
+        else:
+            new_etag = write_entity(self.messages, entity, etag)
+            outcome = "conflict" if new_etag is None else "ok"
+        if outcome == "ok":
+            self.cache.put(pk, status_rk, new_etag, entity)
+        return outcome
 
     def _duplicate(self, addr: str, message_id: str, current: Any, fact: Fact) -> Recorded:
         # The row is committed before the index entry: a crash between the two is healed by
@@ -290,7 +378,7 @@ class MessageStore:
                 ("create", {"PartitionKey": pk, "RowKey": marker_rk, **marker}),
                 write_op(row, etag_of(current)),
             ]
-            outcome = self._submit(ops, pk, marker_rk)
+            outcome, _ = self._submit(ops, pk, marker_rk)
             if outcome == "duplicate":
                 return Recorded(duplicate=True, changed=False, row=current, previous=current)
             if outcome == "conflict":
@@ -376,25 +464,23 @@ class MessageStore:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _write(self, entity: Mapping[str, Any], etag: str | None) -> str:
-        """One conditional single-entity write: "ok", or "conflict" (someone wrote first)."""
-        return "ok" if put_entity(self.messages, entity, etag) else "conflict"
-
-    def _submit(self, ops: list[Any], pk: str, marker_rk: str | None) -> str:
-        """Run a transaction: "ok", "duplicate" (marker exists) or "conflict" (retry)."""
+    def _submit(
+        self, ops: list[Any], pk: str, marker_rk: str | None
+    ) -> tuple[str, list[Mapping[str, Any]]]:
+        """Run a transaction: "ok" with each operation's result (its ETag), "duplicate" (marker
+        exists) or "conflict" (retry)."""
         try:
             with storage_errors():
-                self.messages.submit_transaction(ops)
-            return "ok"
+                return "ok", list(self.messages.submit_transaction(ops))
         except TableTransactionError as exc:
             failed_marker = marker_rk is not None and exc.index == 0
             if exc.status_code == 409 and failed_marker:
                 # index 0 is also the SDK's default when the service names no index: confirm.
                 if read_entity(self.messages, pk, marker_rk or "") is not None:
-                    return "duplicate"
-                return "conflict"
+                    return "duplicate", []
+                return "conflict", []
             if exc.status_code in (404, 409, 412):
-                return "conflict"
+                return "conflict", []
             if exc.status_code in (408, 429, 500, 502, 503, 504):
                 raise Transient(f"storage answered {exc.status_code}") from exc
             raise

@@ -64,6 +64,19 @@ def test_happy_path_to_delivered_and_bounced(
     assert op["sendCount"] == 1
     view = lookup(message_id)
     assert {r["status"] for r in view["recipients"]} == {"sent"}
+    # The worker's write left each status row in this instance's cache, under its real ETag:
+    # the reports below skip their reads.
+    store = services.message_store()
+    status_rows = [
+        r
+        for r in store.messages.query_entities(f"PartitionKey eq '{keys.message_key(message_id)}'")
+        if r["RowKey"].startswith("r|")
+    ]
+    assert len(status_rows) == 2
+    for row in status_rows:
+        cached = store.cache.get(row["PartitionKey"], row["RowKey"])
+        assert cached is not None
+        assert cached[0] == row.metadata["etag"]
     feed_reports(capture, 2)
     view = lookup(message_id)
     by_addr = {r["address"]: r for r in view["recipients"]}

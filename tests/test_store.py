@@ -24,17 +24,22 @@ from shared.state import (
     timeline_entry,
 )
 from shared.status import Status
-from shared.store import MessageStore
+from shared.store import MessageStore, RowCache
 
 from .factories import BASE, delivery_event, engagement_event
 
 CLASSIFIED: dict[str, Any] = {"reason": None, "bounceType": None, "explanation": "test"}
 
 
-@pytest.fixture(scope="module")
-def store(storage_connection_string: str) -> MessageStore:
+CACHE_BYTES = 4 << 20
+
+
+@pytest.fixture(scope="module", params=[CACHE_BYTES, 0], ids=["row-cache", "no-cache"])
+def store(storage_connection_string: str, request: pytest.FixtureRequest) -> MessageStore:
+    """Every store test runs as the instance that wrote the rows (its cache answers the reads)
+    and as one that did not (every report reads the row first)."""
     service = TableServiceClient.from_connection_string(storage_connection_string)
-    s = MessageStore(service, "S" + uuid.uuid4().hex[:8])
+    s = MessageStore(service, "S" + uuid.uuid4().hex[:8], cache_bytes=request.param)
     s.create_tables()
     return s
 
@@ -269,15 +274,20 @@ def test_rows_from_before_embedding_keep_their_marker_rows(store: MessageStore) 
     assert view["recipients"][0]["status"] == "delivered"
 
 
+def _counted_store(conn: str, prefix: str, cache_bytes: int) -> tuple[MessageStore, list[str]]:
+    requests: list[str] = []
+    service = TableServiceClient.from_connection_string(
+        conn, raw_request_hook=lambda r: requests.append(r.http_request.method)
+    )
+    store = MessageStore(service, prefix, cache_bytes=cache_bytes)
+    store.create_tables()
+    return store, requests
+
+
 def test_round_trips(storage_connection_string: str) -> None:
     """Common path: a read and one write; a duplicate: the read alone (plus the index write
     when the redelivered event is the one that placed the message in the history)."""
-    requests = []
-    service = TableServiceClient.from_connection_string(
-        storage_connection_string, raw_request_hook=lambda r: requests.append(r.http_request.method)
-    )
-    store = MessageStore(service, "R" + uuid.uuid4().hex[:8])
-    store.create_tables()
+    store, requests = _counted_store(storage_connection_string, "R" + uuid.uuid4().hex[:8], 0)
 
     def trips(event: dict[str, Any]) -> list[str]:
         requests.clear()
@@ -292,6 +302,59 @@ def test_round_trips(storage_connection_string: str) -> None:
     first_sight = delivery_event(fresh_mid, "f@example.com", "Delivered", 2)
     assert trips(first_sight) == ["GET", "POST", "PATCH"]  # read, create, index upsert
     assert trips(first_sight) == ["GET", "PATCH"]  # heals an index write a crash may have lost
+
+
+def test_round_trips_with_the_row_cache(storage_connection_string: str) -> None:
+    """The instance that wrote the row skips the read: one write per report, and a duplicate
+    costs nothing. A row another instance changed since fails the write (412) and is read."""
+    prefix = "C" + uuid.uuid4().hex[:8]
+    ours, requests = _counted_store(storage_connection_string, prefix, CACHE_BYTES)
+    other, _ = _counted_store(storage_connection_string, prefix, CACHE_BYTES)
+
+    def trips(store: MessageStore, event: dict[str, Any]) -> list[str]:
+        requests.clear()
+        _record(store, event)
+        return list(requests)
+
+    mid, addr = str(uuid.uuid4()), "s@example.com"
+    ours.record_fact(mid, addr, Fact(Status.SENT, BASE, "sent", accepted_at=BASE))
+    expanded = delivery_event(mid, addr, "Expanded", 1, event_id="expanded")
+    assert trips(ours, expanded) == ["PUT"]
+    assert trips(ours, expanded) == []  # the cached row already holds the event
+    _record(other, delivery_event(mid, addr, "Bounced", 5, event_id="bounced"))
+    late = delivery_event(mid, addr, "Delivered", 2, event_id="delivered")
+    assert trips(ours, late) == ["PUT", "GET", "PUT"]  # stale: 412, read, write
+    assert trips(ours, late) == []
+    row = ours.messages.get_entity(keys.message_key(mid), keys.status_row(keys.address_key(addr)))
+    assert row["status"] == "bounced"  # the later attempt wins; nothing lost
+    assert [e["eventId"] for e in embedded_events(row)] == ["expanded", "delivered", "bounced"]
+    cached = ours.cache.get(row["PartitionKey"], row["RowKey"])
+    assert cached is not None
+    assert cached[0] == row.metadata["etag"]
+
+
+def test_row_cache_is_bounded_and_least_recently_used_goes_first() -> None:
+    cache = RowCache(10_000)
+    row = {"PartitionKey": "p", "RowKey": "r", "events": "x" * 700}  # ≈ 1 KB with overhead
+    for n in range(12):
+        cache.put(f"m{n}", "r", f"e{n}", row)
+        if n == 1:
+            assert cache.get("m0", "r") == ("e0", row)  # m0 is now the most recently used
+    assert len(cache) < 12
+    assert cache.get("m0", "r") is not None
+    assert cache.get("m1", "r") is None  # least recently used: evicted
+    assert cache.get("m11", "r") == ("e11", row)
+    cache.put("m11", "r", "e12", row)  # a newer write replaces the entry
+    assert cache.get("m11", "r") == ("e12", row)
+    cache.forget("m11", "r")
+    assert cache.get("m11", "r") is None
+    cache.put("huge", "r", "e", {"events": "x" * 5_000})  # over an eighth: never cached
+    assert cache.get("huge", "r") is None
+    cache.put("m2", "r", None, row)  # no ETag: nothing to write against
+    assert cache.get("m2", "r") is None
+    off = RowCache(0)
+    off.put("m", "r", "e", row)
+    assert off.get("m", "r") is None
 
 
 def test_view_merges_embedded_and_marker_events_once() -> None:

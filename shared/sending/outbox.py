@@ -352,6 +352,7 @@ class Outbox:
                 entity = _clean({**new, "PartitionKey": pk, "RowKey": row["RowKey"]})
                 entity["updatedAt"] = iso(now)
                 ops.append(write_op(entity, etag_of(row)))
+            written = len(ops)
             summary = {
                 "PartitionKey": pk,
                 "RowKey": keys.MESSAGE_ROW,
@@ -364,7 +365,10 @@ class Outbox:
                 ops.append(("delete", {"PartitionKey": pk, "RowKey": PAYLOAD_ROW}))
             try:
                 with storage_errors():
-                    self.store.messages.submit_transaction(ops)
+                    results = self.store.messages.submit_transaction(ops)
+                # The delivery reports that follow find these rows in the cache: no read.
+                for op, result in zip(ops[:written], results, strict=False):
+                    self.store.cache.put(pk, op[1]["RowKey"], result.get("etag"), op[1])
                 break
             except TableTransactionError as exc:
                 if exc.status_code == 404 and ops[exc.index][0] == "delete":
