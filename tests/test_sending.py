@@ -16,6 +16,7 @@ from shared import keys, services
 from shared import store as store_module
 from shared.errors import Conflict, InvalidInput, PayloadTooLarge, Transient, UnsupportedMediaType
 from shared.sending import outbox as outbox_module
+from shared.sending import ratelimit
 from shared.sending.outbox import Outbox
 from shared.sending.service import fail_poisoned, send_queued
 from shared.suppressions import Change, SuppressionList
@@ -213,20 +214,49 @@ def test_429_storm_sends_every_message_exactly_once(env: dict[str, str], sandbox
     assert all(o["sendCount"] == 1 for o in ops)
 
 
-def test_own_rate_limit_defers_without_losing(
+def test_own_rate_limit_reserves_slots_and_wakes_each_message_once(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Past the rate, a message reserves its own later slot and sleeps until then (no herd
+    waking at every freed slot); past the horizon it reserves nothing and asks again later.
+    Nothing is lost either way."""
     monkeypatch.setenv("SEND_RATE_PER_MINUTE", "3")
+    monkeypatch.setenv("SEND_RATE_PER_HOUR", "4")
     services.reset()
-    for i in range(5):
+    for i in range(6):
         post({**BODY, "subject": f"r{i}"})
-    queue = send_queue(env)
+    queue, box = send_queue(env), services.outbox()
+    requeued: list[dict[str, Any]] = []
+    enqueue = box.enqueue
+
+    def spy(message_id: str, attempt: int, delay_s: float = 0.0, slot: int | None = None) -> None:
+        requeued.append(
+            {"messageId": message_id, "attempt": attempt, "slot": slot, "delay": delay_s}
+        )
+        enqueue(message_id, attempt, delay_s, slot)
+
+    monkeypatch.setattr(box, "enqueue", spy)
+    start = datetime.now(UTC)
     results = []
     for msg in queue.receive_messages(max_messages=32, visibility_timeout=60):
-        results.append(send_queued(services.outbox(), msg.content))
+        results.append(send_queued(box, msg.content, now=start))
         queue.delete_message(msg)
-    assert sorted(results) == ["rate-limited", "rate-limited", "sent", "sent", "sent"]
-    assert queue.get_queue_properties().approximate_message_count == 2  # deferred, not lost
+    assert sorted(results) == ["rate-limited", "rate-limited", "scheduled", "sent", "sent", "sent"]
+    assert queue.get_queue_properties().approximate_message_count == 3  # deferred, not lost
+    (scheduled,) = [i for i in requeued if i["slot"] is not None]
+    assert 59 <= scheduled["slot"] - start.timestamp() <= 61  # the first send leaves the minute
+    assert scheduled["delay"] == pytest.approx(scheduled["slot"] - start.timestamp())
+    # The hour is full until an hour after the first sends: those wait past the horizon,
+    # spread over half of it, and reserve nothing.
+    later = [i for i in requeued if i["slot"] is None]
+    horizon = ratelimit.HORIZON_S
+    assert all(3600 - horizon - 1 <= i["delay"] <= 3600 - horizon / 2 + 1 for i in later)
+    # Play the wake-up: the scheduled message sends on its slot, reserving no second one.
+    woke = datetime.fromtimestamp(scheduled["slot"], UTC)
+    assert send_queued(box, json.dumps(scheduled), now=woke) == "sent"
+    window = box.throttle.get_entity(*outbox_module.SLOT_ROW)["window"]
+    assert sum(ratelimit.decode(window).values()) == 4  # one slot per send: the hour is full
+    assert all(send_queued(box, json.dumps(i), now=woke) == "rate-limited" for i in later)
 
 
 def test_acs_permanent_error_fails_explained(env: dict[str, str], sandbox: str) -> None:

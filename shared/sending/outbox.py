@@ -2,8 +2,9 @@
 
 Accepting a send is one same-partition transaction in `<p>Messages` (message row `m`, payload
 row `p` when it fits, one `accepted`/`suppressed` status row per recipient), then, together, the
-recipient index rows and one queue message `{"messageId", "attempt"}`. Every step is idempotent
-on the message id, so a retried accept (same Idempotency-Key) finishes the job without a second
+recipient index rows and one queue message `{"messageId", "attempt"}` (the worker adds `"slot"`
+when it re-enqueues the item to wait for a send slot it reserved). Every step is idempotent on
+the message id, so a retried accept (same Idempotency-Key) finishes the job without a second
 send.
 Payloads over PAYLOAD_INLINE_LIMIT go to a blob. The payload is deleted when ACS accepted the
 message or it failed for good.
@@ -253,8 +254,14 @@ class Outbox:
             writes.append((self.enqueue, (message_id, 0)))
         run_together(writes)
 
-    def enqueue(self, message_id: str, attempt: int, delay_s: float = 0.0) -> None:
-        body = json.dumps({"messageId": message_id, "attempt": attempt})
+    def enqueue(
+        self, message_id: str, attempt: int, delay_s: float = 0.0, slot: int | None = None
+    ) -> None:
+        """Put a work item; `slot` is a send slot reserved for it (epoch second)."""
+        item: dict[str, Any] = {"messageId": message_id, "attempt": attempt}
+        if slot is not None:
+            item["slot"] = slot
+        body = json.dumps(item)
         with storage_errors():
             self.queue.send_message(body, visibility_timeout=max(0, math.ceil(delay_s)) or None)
 
@@ -307,20 +314,21 @@ class Outbox:
         text = "".join(entity[k] for k in sorted(entity) if k.startswith("c"))
         return dict(json.loads(text))
 
-    def take_send_slot(self, now: datetime, per_minute: int, per_hour: int) -> float:
-        """Take one ACS send slot; 0.0 when taken, else seconds to wait (nothing taken)."""
+    def reserve_send_slot(
+        self, now: datetime, per_minute: int, per_hour: int
+    ) -> ratelimit.Reservation:
+        """Reserve the earliest ACS send slot (see `ratelimit`): one read and one conditional
+        write of the slot row; nothing is written when the slot lies past the horizon."""
         pk, rk = SLOT_ROW
         for _ in range(MAX_CONFLICT_RETRIES * 4):
             row = read_entity(self.throttle, pk, rk)
-            counts = {
-                int(k): int(v) for k, v in json.loads((row or {}).get("counts", "{}")).items()
-            }
-            new_counts, wait = ratelimit.try_take(counts, now.timestamp(), per_minute, per_hour)
-            if wait > 0:
-                return wait
-            entity = {"PartitionKey": pk, "RowKey": rk, "counts": json.dumps(new_counts)}
+            counts = ratelimit.decode(str((row or {}).get("window") or ""))
+            new_counts, slot = ratelimit.reserve(counts, now.timestamp(), per_minute, per_hour)
+            if not slot.reserved:
+                return slot
+            entity = {"PartitionKey": pk, "RowKey": rk, "window": ratelimit.encode(new_counts)}
             if put_entity(self.throttle, entity, etag_of(row)):
-                return 0.0
+                return slot
         raise Transient("send-slot row kept changing under us")
 
     def finish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from ..errors import Conflict, InvalidInput, Problem
 from ..settings import Settings, get_settings
 from ..state import Fact
 from ..status import Status
-from . import policy
+from . import policy, ratelimit
 from .outbox import SendState
 from .validation import SenderPolicy, parse_send_request
 
@@ -141,19 +142,24 @@ def accept_send(
     return Accepted(202, response, replayed=False)
 
 
-def send_queued(outbox: Outbox, work_item: str) -> str:
-    """Process one work item; returns what happened (for logs and tests)."""
+EARLY_WAKE_S = 1.0  # a reserved slot this close is taken as due (clocks of two instances)
+
+
+def send_queued(outbox: Outbox, work_item: str, now: datetime | None = None) -> str:
+    """Process one work item; returns what happened (for logs and tests). `now` is the
+    moment it runs (tests play a later wake-up with it)."""
     from .. import acs
 
     try:
         item = json.loads(work_item)
         message_id = str(item["messageId"])
         attempt = int(item.get("attempt", 0))
+        slot = None if item.get("slot") is None else int(item["slot"])
     except (ValueError, KeyError, TypeError):
         log.error("send queue: unreadable work item dropped (%d bytes)", len(work_item))
         return "unreadable"
     settings = get_settings()
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     row = outbox.message(message_id)
     if row is None:
         log.error("send queue: no message row for %s; dropped", message_id)
@@ -162,10 +168,19 @@ def send_queued(outbox: Outbox, work_item: str) -> str:
         return "already-done"
     if _held(outbox, message_id, row, attempt, now):
         return "held"
-    wait = outbox.take_send_slot(now, settings.send_rate_per_minute, settings.send_rate_per_hour)
-    if wait > 0:
-        outbox.enqueue(message_id, attempt, delay_s=wait)
-        return "rate-limited"
+    if slot is None:  # no slot yet: reserve one; a later one means sleeping until then
+        reservation = outbox.reserve_send_slot(
+            now, settings.send_rate_per_minute, settings.send_rate_per_hour
+        )
+        if not reservation.reserved:  # past the horizon: ask again within it, spread out
+            spread = random.uniform(0, ratelimit.HORIZON_S / 2)  # noqa: S311 - jitter only
+            delay = reservation.at - now.timestamp() - ratelimit.HORIZON_S + spread
+            outbox.enqueue(message_id, attempt, delay_s=max(1.0, delay))
+            return "rate-limited"
+        slot = reservation.at
+    if slot - now.timestamp() > EARLY_WAKE_S:
+        outbox.enqueue(message_id, attempt, delay_s=slot - now.timestamp(), slot=slot)
+        return "scheduled"
     claimed = outbox.claim(message_id, now)
     if claimed is None:
         if outbox.message(message_id) is not None:
