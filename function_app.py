@@ -10,7 +10,6 @@ import azure.functions as func
 
 from shared import web
 from shared.errors import Problem
-from shared.pipeline import record_event
 from shared.settings import SEND_QUEUE
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -22,11 +21,15 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 @app.event_grid_trigger(arg_name="event")
 def record_delivery_report(event: func.EventGridEvent) -> None:
+    from shared.pipeline import record_event  # the classifier loads on first use, not at start
+
     record_event(web.event_payload(event))
 
 
 @app.event_grid_trigger(arg_name="event")
 def record_engagement_report(event: func.EventGridEvent) -> None:
+    from shared.pipeline import record_event
+
     record_event(web.event_payload(event))
 
 

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
 from .errors import AppError
-from .rates import RatePolicy, Thresholds
+
+if TYPE_CHECKING:
+    from .rates import RatePolicy
 
 
 class SettingsError(AppError):
@@ -61,6 +64,8 @@ class Settings:
     row_cache_mb: int
 
     def rate_policy(self) -> RatePolicy:
+        from .rates import RatePolicy, Thresholds
+
         return RatePolicy(
             window=timedelta(minutes=self.rate_window_minutes),
             min_volume=self.rate_min_volume,
