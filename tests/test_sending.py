@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -257,6 +257,9 @@ def test_own_rate_limit_reserves_slots_and_wakes_each_message_once(
     window = box.throttle.get_entity(*outbox_module.SLOT_ROW)["window"]
     assert sum(ratelimit.decode(window).values()) == 4  # one slot per send: the hour is full
     assert all(send_queued(box, json.dumps(i), now=woke) == "rate-limited" for i in later)
+    # A slot missed by minutes (the host was down) is not used: the message reserves afresh.
+    stale = {**later[0], "slot": scheduled["slot"]}
+    assert send_queued(box, json.dumps(stale), now=woke + timedelta(minutes=3)) == "rate-limited"
 
 
 def test_acs_permanent_error_fails_explained(env: dict[str, str], sandbox: str) -> None:

@@ -143,6 +143,7 @@ def accept_send(
 
 
 EARLY_WAKE_S = 1.0  # a reserved slot this close is taken as due (clocks of two instances)
+STALE_SLOT_S = 60  # a slot missed by more (the host was down) is reserved afresh: no burst
 
 
 def send_queued(outbox: Outbox, work_item: str, now: datetime | None = None) -> str:
@@ -168,6 +169,8 @@ def send_queued(outbox: Outbox, work_item: str, now: datetime | None = None) -> 
         return "already-done"
     if _held(outbox, message_id, row, attempt, now):
         return "held"
+    if slot is not None and now.timestamp() - slot > STALE_SLOT_S:
+        slot = None  # its minute is long gone: sending now could exceed the window
     if slot is None:  # no slot yet: reserve one; a later one means sleeping until then
         reservation = outbox.reserve_send_slot(
             now, settings.send_rate_per_minute, settings.send_rate_per_hour
