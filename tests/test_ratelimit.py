@@ -22,14 +22,6 @@ def _fits(sends: list[int], at: int, per_minute: int, per_hour: int) -> bool:
     return True
 
 
-def _earliest(sends: list[int], now: int, per_minute: int, per_hour: int) -> int:
-    """The first second ≥ now that fits. Fitting can only begin where a send leaves a window
-    (the window ending just before is the only one lost), so it is `now` or some send + 60 or
-    + 3600."""
-    candidates = {now} | {s + w for s in sends for w in (60, 3600) if s + w > now}
-    return min(t for t in candidates if _fits(sends, t, per_minute, per_hour))
-
-
 def test_a_burst_is_spread_over_the_windows_and_the_rest_waits_past_the_horizon() -> None:
     counts: dict[int, int] = {}
     slots = []
