@@ -728,10 +728,8 @@ def _ascii_domain(domain: str, where: str, add: _Add) -> str | None:
 
 
 def _display_name(value: object, where: str, add: _Add) -> str | None:
+    value = _string_or_none(value, where, add)
     if value is None:
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     if len(value) > MAX_DISPLAY_NAME_LENGTH:
         add(where, f"is {len(value)} characters; at most {MAX_DISPLAY_NAME_LENGTH}")
@@ -741,11 +739,8 @@ def _display_name(value: object, where: str, add: _Add) -> str | None:
 
 
 def _subject(value: object, add: _Add) -> str | None:
+    value = _required_string(value, "subject", add)
     if value is None:
-        add("subject", "is required")
-        return None
-    if not isinstance(value, str):
-        add("subject", f"must be a string, not {_json_type(value)}")
         return None
     ok = True
     if not value.strip():
@@ -761,11 +756,15 @@ def _subject(value: object, add: _Add) -> str | None:
 
 
 def _optional_string(doc: dict[str, Any], key: str, add: _Add) -> str | None:
-    value = doc.get(key)
+    return _string_or_none(doc.get(key), key, add)
+
+
+def _string_or_none(value: object, where: str, add: _Add) -> str | None:
+    """The value if it is a string; None when absent, or (with the problem recorded) not one."""
     if value is None:
         return None
     if not isinstance(value, str):
-        add(key, f"must be a string, not {_json_type(value)}")
+        add(where, f"must be a string, not {_json_type(value)}")
         return None
     return value
 
@@ -873,10 +872,8 @@ def _decoded_size(value: object, where: str, add: _Add) -> int | None:
 
 
 def _content_id(value: object, where: str, add: _Add) -> str | None:
+    value = _string_or_none(value, where, add)
     if value is None:
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
     if len(value) > MAX_CONTENT_ID_LENGTH or not _CONTENT_ID.fullmatch(value):
         add(
