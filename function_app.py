@@ -274,7 +274,7 @@ def resume_sender(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="explain", methods=["GET"])
 def explain_status(req: func.HttpRequest) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
-        from shared.classification import classify
+        from shared.core.classification import classify
         from shared.errors import InvalidInput
 
         status, message = req.params.get("status"), req.params.get("message")

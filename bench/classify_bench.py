@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from shared.classification import classify, clear_cache
+from shared.core.classification import classify, clear_cache
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "bounces.jsonl"
 

@@ -24,7 +24,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from local.azurite import start_azurite
 from shared import services
-from shared.classification import classify, clear_cache
+from shared.core.classification import classify, clear_cache
 from shared.events import DeliveryReport, parse_event
 from shared.pipeline import EventOutcome, record_event
 from shared.settings import get_settings

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from shared.classification import classify
+from shared.core.classification import classify
 
 _USAGE = "usage: python -m shared.explain [--status STATUS] [STATUS MESSAGE ...] < lines.jsonl"
 

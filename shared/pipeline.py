@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .classification import classify
+from .core.classification import classify
 from .errors import MalformedEvent
 from .events import DeliveryReport, EngagementReport, UnknownEvent, parse_event
 from .settings import get_settings

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.classification import (
+from shared.core.classification import (
     MAX_CHARS,
     REASONS,
     RULES,
@@ -25,8 +25,8 @@ from shared.classification import (
     explain_smtp_code,
     extract_codes,
 )
-from shared.classification.codes import ENHANCED_DETAILS, SMTP_REPLIES
-from shared.classification.phrasebook import first_match
+from shared.core.classification.codes import ENHANCED_DETAILS, SMTP_REPLIES
+from shared.core.classification.phrasebook import first_match
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_PATH = Path(__file__).parent / "data" / "bounces.jsonl"
@@ -426,7 +426,7 @@ def test_cli_explains_an_argument() -> None:
 )
 def test_success_fast_path_equals_the_full_analysis(status: str, message: str) -> None:
     """Successes skip the phrasebook (only codes matter to them): same result as in full."""
-    from shared.classification.classifier import _decide, analyse_text
+    from shared.core.classification.classifier import _decide, analyse_text
 
     shown = status.strip()
     assert classify(status, message) == _decide(shown, analyse_text(message))

@@ -91,8 +91,8 @@ def test_pure_modules_import_no_azure() -> None:
     pure = [
         "events", "status", "keys", "state", "views", "lookup", "errors", "settings", "paging",
         "sending/ratelimit", "sending/policy", "sending/validation", "rates", "alerts",
-        "classification/classifier", "classification/codes", "classification/phrasebook",
-        "classification/taxonomy",
+        "core/classification/classifier", "core/classification/codes",
+        "core/classification/phrasebook", "core/classification/taxonomy",
     ]  # fmt: skip
     root = Path(__file__).resolve().parent.parent / "shared"
     for name in pure:

@@ -1,0 +1,1 @@
+"""Use cases, handed their edge objects; no azure.*."""

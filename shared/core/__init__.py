@@ -1,0 +1,1 @@
+"""Pure rules and shapes: no azure.*, no I/O."""

@@ -1,0 +1,1 @@
+"""Every Azure SDK call, and no decisions."""
