@@ -1,8 +1,8 @@
-"""Delivery reports through `record_event` into Azurite: throughput, round trips, CPU per report.
+"""Delivery reports through `ReportRecorder.record` into Azurite: throughput, round trips, CPU.
 
 Throughput is given as a ratio to raw single-entity upserts into the same Azurite from the same
 thread pool, measured in alternating rounds in this run, so a busy machine moves both together.
-The reports are a healthy sender's mix (`bench/payloads.py`: 4 % failures). `record_event` also
+The reports are a healthy sender's mix (`bench/payloads.py`: 4 % failures). The recorder also
 does what a failure asks beyond its status row (suppression list, alerts, sender counters,
 soft-bounce streaks): every request the app makes is counted, side effects included, and a
 failures-only run and the store's own share (`record_delivery` alone) are shown apart.
@@ -23,14 +23,14 @@ from azure.core import MatchConditions
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from local.azurite import start_azurite
-from shared import services
-from shared.core.classification import classify, clear_cache
-from shared.events import DeliveryReport, parse_event
-from shared.pipeline import EventOutcome, record_event
-from shared.settings import get_settings
-from shared.state import Fact, decide_report, fact_from_report, timeline_entry
-from shared.status import Status
-from shared.store import MessageStore
+from shared.app import wiring as services
+from shared.app.reports import EventOutcome, ReportRecorder
+from shared.core.classification import Classification, classify, clear_cache
+from shared.core.events import DeliveryReport, parse_event
+from shared.core.settings import get_settings
+from shared.core.state import Fact, decide_report, fact_from_report, timeline_entry
+from shared.core.status import Status
+from shared.edge.messages import MessageStore
 
 from .measure import RequestCounter, chunks, environment, pooled
 from .payloads import MIX_LABEL, SENDER, mixed_events, recipients
@@ -50,7 +50,7 @@ PREFIX = "Bench"
 
 
 def run() -> list[Figure]:
-    heading("1. Delivery-report pipeline: record_event → Azurite")
+    heading("1. Delivery-report pipeline: ReportRecorder.record → Azurite")
     azurite = start_azurite()
     try:
         settings = {
@@ -59,12 +59,10 @@ def run() -> list[Figure]:
             "TABLE_PREFIX": PREFIX,
         }
         with environment(settings):
-            services.reset()  # record_event reads settings (log_addresses)
-            original = services.table_service
+            services.reset()
             try:
                 return _measure(azurite.connection_string)
             finally:
-                services.table_service = original
                 services.reset()
     finally:
         azurite.stop()
@@ -73,9 +71,9 @@ def run() -> list[Figure]:
 def _measure(conn: str) -> list[Figure]:
     wire = RequestCounter()
     service = TableServiceClient.from_connection_string(conn, raw_request_hook=wire)
-    # Every client the app builds (suppression list, alert log, sender counters) shares this
-    # one, so the side effects' requests are counted too.
-    services.table_service = lambda: service  # type: ignore[assignment]
+    # Every edge object the recorder is handed (suppression list, alert log, sender counters)
+    # shares this client, so the side effects' requests are counted too.
+    services.clients().table_service = service
     cache_bytes = get_settings().row_cache_mb << 20  # the default ROW_CACHE_MB
     store = MessageStore(service, PREFIX, cache_bytes)  # the instance that sent the messages
     store.create_tables()
@@ -83,11 +81,15 @@ def _measure(conn: str) -> list[Figure]:
     baseline_table = service.get_table_client(f"{PREFIX}Baseline")
     baseline_table.create_table()
 
+    settings = get_settings()
+    side = (services.suppression_list(), services.alert_log(), services.sender_health())
+    here, elsewhere_recorder = (ReportRecorder(settings, s, *side) for s in (store, other))
+
     def record(event: dict[str, Any]) -> EventOutcome:
-        return record_event(event, store=lambda: store)
+        return here.record(event)
 
     def record_elsewhere(event: dict[str, Any]) -> EventOutcome:
-        return record_event(event, store=lambda: other)
+        return elsewhere_recorder.record(event)
 
     now = datetime.now(UTC)
     accepted = recipients(REPORTS, "sent")
@@ -250,10 +252,10 @@ def _replace_if_match(table: Any, entity: dict[str, Any], read: dict[str, Any]) 
     )
 
 
-def _classified(raw: dict[str, Any]) -> tuple[DeliveryReport, dict[str, Any]]:
+def _classified(raw: dict[str, Any]) -> tuple[DeliveryReport, Classification]:
     parsed = parse_event(raw)
     assert isinstance(parsed, DeliveryReport)
-    return parsed, classify(parsed.acs_status, parsed.status_message).to_json()
+    return parsed, classify(parsed.acs_status, parsed.status_message)
 
 
 def _pooled_outcomes(record: Any, events: Any) -> Counter[EventOutcome]:
@@ -284,14 +286,14 @@ def _baseline_entities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _cpu_per_report(
     events: list[dict[str, Any]], rows: dict[str, dict[str, Any]]
 ) -> tuple[float, float]:
-    """process_time µs per report of the decisions record_event makes around its I/O."""
+    """process_time µs per report of the decisions ReportRecorder.record makes around its I/O."""
 
     def decide(raw: dict[str, Any], cold: bool) -> None:
         parsed = parse_event(raw)
         assert isinstance(parsed, DeliveryReport)
         if cold:
             clear_cache()
-        classification = classify(parsed.acs_status, parsed.status_message).to_json()
+        classification = classify(parsed.acs_status, parsed.status_message)
         fact = fact_from_report(parsed, classification)
         entry = timeline_entry(parsed)
         row = rows[parsed.message_id]

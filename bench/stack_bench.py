@@ -31,7 +31,7 @@ from local.acs_sandbox import DEFAULT_ACCESS_KEY
 from local.azurite import ROOT
 from local.ports import free_port
 from local.stack import SANDBOX_SENDER, Stack, StackInfo, local_settings
-from shared.store import MessageStore
+from shared.edge.messages import MessageStore
 
 from .measure import WORKERS, chunks, environment, percentile, pooled
 from .payloads import acs_message, mixed_events, recipients, send_request
@@ -251,10 +251,9 @@ def _sends_without_sender(info: StackInfo) -> tuple[list[Figure], float]:
 
 
 def _accept_in_process(info: StackInfo, sdk_p50_ms: float) -> list[Figure]:
-    """What `POST /api/emails` does under the host: accept_send in this process, requests
+    """What `POST /api/emails` does under the host: Sending.accept in this process, requests
     counted per storage service and each storage step timed, to show where the latency goes."""
-    from shared import services
-    from shared.sending.service import accept_send
+    from shared.app import wiring as services
 
     ports = {
         urlsplit(part.split("=", 1)[1]).port: part.split("Endpoint=", 1)[0].lower()
@@ -271,14 +270,14 @@ def _accept_in_process(info: StackInfo, sdk_p50_ms: float) -> list[Figure]:
     with environment(settings):
         services.reset()
         try:
-            outbox = services.outbox()
+            sending = services.sending()
             body = json.dumps(send_request(0)).encode()
-            accept_send(outbox, body, "application/json", None, info.base_url)  # first use
+            sending.accept(body, "application/json", None, info.base_url)  # first use
             seconds, cpu = [], []
             with _counted_requests() as counts, _timed_steps() as steps:
                 for _ in range(ACCEPTS_IN_PROCESS):
                     start, used = time.perf_counter(), time.process_time()
-                    accept_send(outbox, body, "application/json", None, info.base_url)
+                    sending.accept(body, "application/json", None, info.base_url)
                     seconds.append(time.perf_counter() - start)
                     cpu.append(time.process_time() - used)
         finally:
@@ -286,7 +285,7 @@ def _accept_in_process(info: StackInfo, sdk_p50_ms: float) -> list[Figure]:
     per_send = {ports.get(port, str(port)): n / ACCEPTS_IN_PROCESS for port, n in counts.items()}
     shown = ", ".join(f"{name} {n:g}" for name, n in sorted(per_send.items()))
     line(
-        f"accept_send in-process, {ACCEPTS_IN_PROCESS} sequential",
+        f"Sending.accept in-process, {ACCEPTS_IN_PROCESS} sequential",
         f"p50 {percentile(seconds, 50) * 1000:,.1f} ms, "
         f"client CPU (all threads) {percentile(cpu, 50) * 1000:,.1f} ms",
     )
@@ -369,8 +368,9 @@ def _timed_steps() -> Iterator[dict[str, list[tuple[float, float]]]]:
 
 @contextmanager
 def _counted_requests() -> Iterator[Counter[int | None]]:
-    """Count every azure-core request by port. The app builds its own clients (services.py),
-    so there is no seam to pass a hook through; the transport class is the one place."""
+    """Count every azure-core request by port. The app builds its own clients
+    (shared/edge/clients.py), so there is no seam to pass a hook through; the transport class
+    is the one place."""
     from azure.core.pipeline.transport import RequestsTransport
 
     counts: Counter[int | None] = Counter()

@@ -1,6 +1,6 @@
 """The HTTP and trigger edge: azure.functions types in, JSON and RFC 9457 problems out.
 
-One function (`respond`) maps the error tree to HTTP: InvalidInput → its 4xx (the caller must
+One function (`reply`) maps the error tree to HTTP: InvalidInput → its 4xx (the caller must
 change the request; retrying the same one cannot help), Transient → 503 with Retry-After
 (retrying later can), anything else → 500 without details (a bug; logged with its trace).
 """
@@ -15,7 +15,8 @@ from typing import Any
 
 import azure.functions as func
 
-from .errors import InvalidInput, Problem, Transient
+from shared.core.errors import InvalidInput, Problem, Transient
+from shared.core.replies import Reply
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,12 @@ def problem_response(
     )
 
 
-def respond(req: func.HttpRequest, handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
+def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> func.HttpResponse:
+    """Run one use-case call and answer with its JSON (a `Reply` sets its own status and
+    headers), or with the problem its error maps to."""
     instance = req.url.split("?", 1)[0] if req.url else None
     try:
-        return handler()
+        result = call()
     except InvalidInput as exc:
         return problem_response(exc.status, exc.title, exc.type_slug, instance, exc.problems)
     except Transient as exc:
@@ -74,22 +77,14 @@ def respond(req: func.HttpRequest, handler: Callable[[], func.HttpResponse]) -> 
     except Exception:
         log.exception("unhandled error serving %s", instance)
         return problem_response(500, "Internal error", "internal", instance)
+    if isinstance(result, Reply):
+        return json_response(result.body, result.status, result.headers)
+    return json_response(result, status)
 
 
-def int_param(
-    params: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[Problem]
-) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        problems.append(Problem(name, f"must be an integer from {low} to {high}"))
-        return default
-    if not low <= value <= high:
-        problems.append(Problem(name, f"must be an integer from {low} to {high}"))
-    return value
+def base_url(req: func.HttpRequest) -> str:
+    """The app's base URL as the caller reached it (for links in answers)."""
+    return str(req.url).split("/api/", 1)[0]
 
 
 def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def app_env(
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from shared import settings
+    from shared.core import settings
 
     settings.get_settings.cache_clear()
     yield env
@@ -102,7 +102,7 @@ def alerts_env(
     """app_env with alerts published to `alert_topic` (its sink emptied first); yields its URL."""
     import httpx
 
-    from shared import services
+    from shared.app import wiring as services
 
     from .alert_sink import TOPIC_KEY
 
@@ -156,7 +156,7 @@ def send_env(
     import httpx
 
     from local.acs_sandbox import DEFAULT_ACCESS_KEY
-    from shared import services
+    from shared.app import wiring as services
 
     from .send_harness import SANDBOX_SETTINGS
 

@@ -98,3 +98,10 @@ def engagement_event(
         "metadataVersion": "1",
         "data": data,
     }
+
+
+def record_event(raw: Any) -> Any:
+    """Record one event as the Event Grid trigger does (the app's wiring, current settings)."""
+    from shared.app import wiring
+
+    return wiring.reports().record(raw)

@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared import services
-from shared.pipeline import record_event
-from shared.sending.service import accept_send, send_queued
-from shared.settings import SEND_QUEUE
+from shared.app import wiring as services
+from shared.core.settings import SEND_QUEUE
 
+from .factories import record_event
 from .servers import Capture
 
 BASE = "http://127.0.0.1:7071"
@@ -33,8 +32,8 @@ def send_queue(env: dict[str, str]) -> QueueClient:
 
 
 def drain(env: dict[str, str], timeout: float = 20.0, idle: float = 1.5) -> list[str]:
-    """Play the queue trigger: run send_queued on every visible item until the queue stays idle."""
-    queue, box, results = send_queue(env), services.outbox(), []
+    """Play the queue trigger: send every visible item until the queue stays idle."""
+    queue, results = send_queue(env), []
     deadline, last_work = time.monotonic() + timeout, time.monotonic()
     while time.monotonic() < deadline:
         batch = list(queue.receive_messages(max_messages=32, visibility_timeout=60))
@@ -46,14 +45,14 @@ def drain(env: dict[str, str], timeout: float = 20.0, idle: float = 1.5) -> list
             continue
         last_work = time.monotonic()
         for msg in batch:
-            results.append(send_queued(box, msg.content))
+            results.append(services.sending().send_queued(msg.content))
             queue.delete_message(msg)
     return results
 
 
 def post(body: Any, key: str | None = None, content_type: str = "application/json") -> Any:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return accept_send(services.outbox(), raw, content_type, key, BASE)
+    return services.sending().accept(raw, content_type, key, BASE)
 
 
 def operations(sandbox: str) -> list[dict[str, Any]]:
@@ -72,6 +71,4 @@ def feed_reports(capture: Capture, expected: int, timeout: float = 10.0) -> None
 
 
 def lookup(message_id: str) -> dict[str, Any]:
-    from shared import lookup as lookup_module
-
-    return lookup_module.get_message(services.message_store(), message_id)
+    return services.lookups().message(message_id)

@@ -10,11 +10,10 @@ import pytest
 
 import function_app
 from local.ports import free_port
-from shared import services
-from shared.pipeline import record_event
+from shared.app import wiring as services
 
 from .alert_sink import alerts_api, received
-from .factories import delivery_event
+from .factories import delivery_event, record_event
 
 
 @pytest.fixture
@@ -83,7 +82,7 @@ def test_publisher_failure_then_recovery_delivers_once(
 def test_send_failure_alert(env: str) -> None:
     from datetime import UTC, datetime
 
-    from shared.alerts import for_send_failure
+    from shared.core.alerts import for_send_failure
 
     alert = for_send_failure(
         message_id="m-1", code="DomainNotLinked", explanation="x", at=datetime.now(UTC)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import subprocess
@@ -68,7 +67,8 @@ def test_corpus_accuracy_per_reason(capsys: pytest.CaptureFixture[str]) -> None:
 def test_corpus_covers_every_reason_twice_and_every_receiver() -> None:
     assert len(CORPUS) >= 300
     counts = Counter(c["reason"] for c in CORPUS)
-    assert {r: counts[str(r)] for r in Reason if counts[str(r)] < 2} == {}
+    classified = [r for r in Reason if r is not Reason.senderror]  # ours: never in a report
+    assert {r: counts[str(r)] for r in classified if counts[str(r)] < 2} == {}
     sources = " ".join(c["source"] for c in CORPUS)
     for receiver in (
         "Gmail", "Microsoft 365", "Yahoo", "iCloud", "GMX", "Orange", "Mimecast", "Proofpoint",
@@ -358,18 +358,6 @@ def test_control_characters_are_ignored(message: str) -> None:
     result = classify("Bounced", message)
     assert result.reason is Reason.userunknown
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", result.explanation)
-
-
-def test_classification_modules_import_no_azure() -> None:
-    for path in [*(ROOT / "shared" / "classification").glob("*.py"), ROOT / "shared/explain.py"]:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            assert not any(n.split(".")[0] == "azure" for n in names), path
-
-
-# --- The explain CLI ---------------------------------------------------------------------------
 
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

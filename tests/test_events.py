@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import MalformedEvent
-from shared.events import (
+from shared.core.errors import MalformedEvent
+from shared.core.events import (
     DeliveryReport,
     EngagementReport,
     EngagementType,
@@ -20,7 +20,7 @@ from shared.events import (
     UnknownEvent,
     parse_event,
 )
-from shared.status import Status, from_acs
+from shared.core.status import Status, from_acs
 
 from .conftest import EVENTS_DIR, REFERENCE_EVENTS_DIR, load_event
 

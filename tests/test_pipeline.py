@@ -14,11 +14,11 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
 import function_app
-from shared import services
-from shared.pipeline import EventOutcome, record_event
+from shared.app import wiring as services
+from shared.app.reports import EventOutcome
 
 from .conftest import load_event
-from .factories import delivery_event, engagement_event
+from .factories import delivery_event, engagement_event, record_event
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_unknown_event_types_are_counted(env: dict[str, str]) -> None:
 
 def test_transient_storage_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Storage down → the function raises, so Event Grid redelivers later."""
-    from shared.errors import Transient
+    from shared.core.errors import Transient
 
     monkeypatch.setenv(
         "AzureWebJobsStorage",

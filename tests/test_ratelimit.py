@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.sending.ratelimit import HORIZON_S, decode, encode, reserve
+from shared.core.sending.ratelimit import HORIZON_S, decode, encode, reserve
 
 T0 = 1_790_000_000
 

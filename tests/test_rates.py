@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.rates import (
+from shared.core.rates import (
     Counts,
     Episode,
     Level,

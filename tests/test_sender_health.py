@@ -12,12 +12,10 @@ import azure.functions as func
 import pytest
 
 import function_app
-from shared import services
-from shared.alerts import AddressMode
-from shared.pipeline import record_event
+from shared.app import wiring as services
 
 from .alert_sink import alerts_api, received
-from .factories import delivery_event
+from .factories import delivery_event, record_event
 from .send_harness import drain, feed_reports, lookup, operations, post
 from .servers import Capture
 
@@ -134,7 +132,7 @@ def test_unknown_sender_domain_is_404_and_bad_domain_400(rates: str) -> None:
 def paused_sends(
     send_env: dict[str, str], alerts_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
-    from shared.sending import service
+    from shared.app import sending as service
 
     monkeypatch.setenv("AUTO_PAUSE", "true")
     monkeypatch.setenv("RATE_MIN_VOLUME", "4")
@@ -188,15 +186,15 @@ def test_stuck_delivery_alert_for_a_report_that_never_comes(
     fine = post(_mail("delivered@simulator.test")).body["messageId"]
     assert drain(send_env) == ["sent", "sent"]
     feed_reports(send_capture, 1)  # only the delivered one reports
-    tracker = services.in_flight()
-    assert tracker.detect(AddressMode.HASH) == []  # not due yet
+    monitoring = services.monitoring()
+    assert monitoring.detect_stuck() == []  # not due yet
     later = datetime.now(UTC) + timedelta(minutes=31)
-    (alert,) = tracker.detect(AddressMode.HASH, now=later)
+    (alert,) = monitoring.detect_stuck(now=later)
     assert alert.type.value == "AcsEmailInsights.Delivery.Stuck"
     assert alert.data["messageId"] == stuck
     assert alert.data["recipientCount"] == 1
     assert alert.data["recipients"][0]["recipientDomain"] == "simulator.test"
-    assert tracker.detect(AddressMode.HASH, now=later) == []  # checked once
+    assert monitoring.detect_stuck(now=later) == []  # checked once
     events = received(alerts_env, 1)
     assert [e["data"]["messageId"] for e in events] == [stuck]
     assert fine != stuck

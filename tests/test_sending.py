@@ -12,14 +12,22 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import keys, services
-from shared import store as store_module
-from shared.errors import Conflict, InvalidInput, PayloadTooLarge, Transient, UnsupportedMediaType
-from shared.sending import outbox as outbox_module
-from shared.sending import ratelimit
-from shared.sending.outbox import Outbox
-from shared.sending.service import fail_poisoned, send_queued
-from shared.suppressions import Change, SuppressionList
+from shared.app import wiring as services
+from shared.core import keys
+from shared.core.errors import (
+    Conflict,
+    InvalidInput,
+    PayloadTooLarge,
+    Transient,
+    UnsupportedMediaType,
+)
+from shared.core.sending import ratelimit
+from shared.core.suppression import Change
+from shared.edge import messages as store_module
+from shared.edge import outbox as outbox_module
+from shared.edge import tables
+from shared.edge.outbox import Outbox
+from shared.edge.suppressions import SuppressionList
 
 from .send_harness import drain, feed_reports, lookup, operations, post, send_queue
 from .servers import Capture
@@ -90,7 +98,7 @@ def test_happy_path_to_delivered_and_bounced(
     assert view["metadata"] == {"orderId": "42"}
     # the payload is gone once ACS accepted the message
     rows = services.message_store().message_rows(message_id)
-    assert not [r for r in rows if r["RowKey"] == outbox_module.PAYLOAD_ROW]
+    assert not [r for r in rows if r["RowKey"] == store_module.PAYLOAD_ROW]
 
 
 @pytest.mark.parametrize(
@@ -148,7 +156,7 @@ def test_too_large_is_413(env: dict[str, str]) -> None:
 def test_idempotent_replay_and_conflict(env: dict[str, str], sandbox: str) -> None:
     first = post(BODY, key="order-42")
     again = post(BODY, key="order-42")
-    assert again.replayed
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert again.body == first.body
     with pytest.raises(Conflict):
         post({**BODY, "subject": "Different"}, key="order-42")
@@ -239,7 +247,7 @@ def test_own_rate_limit_reserves_slots_and_wakes_each_message_once(
     start = datetime.now(UTC)
     results = []
     for msg in queue.receive_messages(max_messages=32, visibility_timeout=60):
-        results.append(send_queued(box, msg.content, now=start))
+        results.append(services.sending().send_queued(msg.content, now=start))
         queue.delete_message(msg)
     assert sorted(results) == ["rate-limited", "rate-limited", "scheduled", "sent", "sent", "sent"]
     assert queue.get_queue_properties().approximate_message_count == 3  # deferred, not lost
@@ -253,13 +261,14 @@ def test_own_rate_limit_reserves_slots_and_wakes_each_message_once(
     assert all(3600 - horizon - 1 <= i["delay"] <= 3600 - horizon / 2 + 1 for i in later)
     # Play the wake-up: the scheduled message sends on its slot, reserving no second one.
     woke = datetime.fromtimestamp(scheduled["slot"], UTC)
-    assert send_queued(box, json.dumps(scheduled), now=woke) == "sent"
+    assert services.sending().send_queued(json.dumps(scheduled), now=woke) == "sent"
     window = box.throttle.get_entity(*outbox_module.SLOT_ROW)["window"]
     assert sum(ratelimit.decode(window).values()) == 4  # one slot per send: the hour is full
-    assert all(send_queued(box, json.dumps(i), now=woke) == "rate-limited" for i in later)
+    sending = services.sending()
+    assert all(sending.send_queued(json.dumps(i), now=woke) == "rate-limited" for i in later)
     # A slot missed by minutes (the host was down) is not used: the message reserves afresh.
     stale = {**later[0], "slot": scheduled["slot"]}
-    assert send_queued(box, json.dumps(stale), now=woke + timedelta(minutes=3)) == "rate-limited"
+    assert sending.send_queued(json.dumps(stale), now=woke + timedelta(minutes=3)) == "rate-limited"
 
 
 def test_acs_permanent_error_fails_explained(env: dict[str, str], sandbox: str) -> None:
@@ -282,7 +291,7 @@ def test_large_payload_goes_to_blob_and_is_deleted(env: dict[str, str]) -> None:
     accepted = post(body)
     message_id = accepted.body["messageId"]
     box: Outbox = services.outbox()
-    assert box.message(message_id)["payload"] == "blob"
+    assert services.message_store().message(message_id)["payload"] == "blob"
     assert box.container.get_blob_client(f"{message_id}.json").exists()
     assert drain(env) == ["sent"]
     assert not box.container.get_blob_client(f"{message_id}.json").exists()
@@ -292,11 +301,12 @@ def test_poisoned_item_fails_for_good(env: dict[str, str]) -> None:
     accepted = post(BODY)
     message_id = accepted.body["messageId"]
     send_queue(env).clear_messages()  # as if the host had moved it to the poison queue
-    assert fail_poisoned(services.outbox(), json.dumps({"messageId": message_id})) == "failed"
+    assert services.sending().fail_poisoned(json.dumps({"messageId": message_id})) == "failed"
     (recipient,) = lookup(message_id)["recipients"]
     assert recipient["status"] == "failed"
     assert recipient["explanation"].startswith("Not sent")
-    assert fail_poisoned(services.outbox(), json.dumps({"messageId": message_id})) == "already-done"
+    poisoned = json.dumps({"messageId": message_id})
+    assert services.sending().fail_poisoned(poisoned) == "already-done"
 
 
 # --- what the accept does concurrently, and what it must still do first --------------------
@@ -309,7 +319,7 @@ def test_accepted_means_stored_indexed_and_queued(env: dict[str, str]) -> None:
     accepted = post({**BODY, "to": [{"address": a} for a in addresses]})
     message_id = accepted.body["messageId"]
     rows = {r["RowKey"] for r in services.message_store().message_rows(message_id)}
-    assert {keys.MESSAGE_ROW, outbox_module.PAYLOAD_ROW} <= rows
+    assert {keys.MESSAGE_ROW, store_module.PAYLOAD_ROW} <= rows
     assert len([rk for rk in rows if rk.startswith("r|")]) == 3
     for address in addresses:
         items, _ = services.message_store().recipient_history(address, 10, None)
@@ -321,13 +331,13 @@ def test_accepted_means_stored_indexed_and_queued(env: dict[str, str]) -> None:
 def test_an_accept_builds_no_thread_pool(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One long-lived pool (store.FANOUT) serves every accept; none is built per request."""
+    """One long-lived pool (tables.FANOUT) serves every accept; none is built per request."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a thread pool built for one request")
 
-    # store.py is the one module of ours that builds a pool (FANOUT, at import)
-    monkeypatch.setattr(store_module, "ThreadPoolExecutor", refuse)
+    # tables.py is the one module of ours that builds a pool (FANOUT, at import)
+    monkeypatch.setattr(tables, "ThreadPoolExecutor", refuse)
     post({**BODY, "to": [{"address": f"p{i}@example.com"} for i in range(3)]}, key="pools-1")
     post(BODY)
     assert sorted(drain(env)) == ["sent", "sent"]
@@ -346,7 +356,7 @@ def test_claim_and_suppression_reads_run_together_claim_answers_first(
 
     monkeypatch.setattr(SuppressionList, "get", unreachable)
     again = post(BODY, key="order-7")
-    assert again.replayed
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert again.body == first.body
     with pytest.raises(Conflict):
         post({**BODY, "subject": "Different"}, key="order-7")
@@ -393,10 +403,10 @@ def test_run_together_waits_for_every_call_then_raises() -> None:
         raise Transient("storage answered 503")
 
     with pytest.raises(Transient):
-        outbox_module.run_together([(broken, ()), (slow, ())])
+        tables.run_together([(broken, ()), (slow, ())])
     assert done == ["slow"]  # never a reply while a write may still be in flight
     with pytest.raises(Transient):
-        outbox_module.run_together([(slow, ()), (broken, ())])
+        tables.run_together([(slow, ()), (broken, ())])
     threads: list[threading.Thread] = []
-    outbox_module.run_together([(lambda: threads.append(threading.current_thread()), ())])
+    tables.run_together([(lambda: threads.append(threading.current_thread()), ())])
     assert threads == [threading.current_thread()]  # a single call runs inline

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SettingsError, load_settings
+from shared.core.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def names_read() -> set[str]:
     """Every environment name load_settings reads (the string constants it passes around)."""
-    tree = ast.parse((ROOT / "shared" / "settings.py").read_text())
+    tree = ast.parse((ROOT / "shared" / "core" / "settings.py").read_text())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load_settings")
     constants = [n.value for n in ast.walk(fn) if isinstance(n, ast.Constant)]
     strings = [c for c in constants if isinstance(c, str)]

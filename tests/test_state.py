@@ -9,8 +9,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.events import DeliveryReport, EngagementReport, parse_event
-from shared.state import (
+from shared.core.classification import classify
+from shared.core.events import DeliveryReport, EngagementReport, parse_event
+from shared.core.state import (
     EVENTS,
     MAX_EMBEDDED_CHARS,
     MAX_EMBEDDED_EVENTS,
@@ -23,7 +24,7 @@ from shared.state import (
     index_may_be_missing,
     timeline_entry,
 )
-from shared.status import Status, precedence
+from shared.core.status import Status, precedence
 
 from .factories import BASE, delivery_event, engagement_event
 
@@ -44,7 +45,7 @@ def _fold(facts: list[Fact]) -> dict[str, object] | None:
 def _report_fact(status: str, seconds: float, event_id: str) -> Fact:
     parsed = parse_event(delivery_event(MID, ADDR, status, seconds, event_id))
     assert isinstance(parsed, DeliveryReport)
-    return fact_from_report(parsed, {"reason": status.lower()})
+    return fact_from_report(parsed, classify(parsed.acs_status, parsed.status_message))
 
 
 FACTS = st.lists(
@@ -92,7 +93,7 @@ def _record_all(
     markers: Markers = {}
     recorded = 0
     for report in reports:
-        fact = fact_from_report(report, {"reason": report.acs_status.lower()})
+        fact = fact_from_report(report, classify(report.acs_status, report.status_message))
         entry = timeline_entry(report)
         decision = decide_report(row, fact, entry, ADDR, MID)
         if decision.duplicate:

@@ -12,10 +12,11 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import keys, views
-from shared.errors import Transient
-from shared.events import DeliveryReport, EngagementReport, parse_event
-from shared.state import (
+from shared.core import keys, views
+from shared.core.classification import classify
+from shared.core.errors import Transient
+from shared.core.events import DeliveryReport, EngagementReport, parse_event
+from shared.core.state import (
     EVENTS,
     MAX_EMBEDDED_EVENTS,
     Fact,
@@ -23,13 +24,10 @@ from shared.state import (
     iso,
     timeline_entry,
 )
-from shared.status import Status
-from shared.store import MessageStore, RowCache
+from shared.core.status import Status
+from shared.edge.messages import MessageStore, RowCache
 
 from .factories import BASE, delivery_event, engagement_event
-
-CLASSIFIED: dict[str, Any] = {"reason": None, "bounceType": None, "explanation": "test"}
-
 
 CACHE_BYTES = 4 << 20
 
@@ -55,7 +53,7 @@ def _record(store: MessageStore, event: dict[str, Any]) -> Any:
     if isinstance(parsed, EngagementReport):
         return store.record_engagement(parsed)
     assert isinstance(parsed, DeliveryReport)
-    return store.record_delivery(parsed, {**CLASSIFIED, "reason": parsed.acs_status.lower()})
+    return store.record_delivery(parsed, classify(parsed.acs_status, parsed.status_message))
 
 
 def _final(store: MessageStore, message_id: str) -> dict[str, Any]:

@@ -11,10 +11,9 @@ import azure.functions as func
 import pytest
 
 import function_app
-from shared import services
-from shared.pipeline import record_event
+from shared.app import wiring as services
 
-from .factories import delivery_event
+from .factories import delivery_event, record_event
 
 
 @pytest.fixture
@@ -108,17 +107,14 @@ def test_manual_add_list_and_errors(env: dict[str, str]) -> None:
 def test_send_respects_automatic_suppression(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.errors import Conflict
-    from shared.sending.service import accept_send
+    from shared.core.errors import Conflict
 
     record_event(bounce("dead@example.com"))
     body = {"to": [{"address": "dead@example.com"}], "subject": "s", "plainText": "t"}
     monkeypatch.setenv("DEFAULT_SENDER", "DoNotReply@sandbox.test")
     services.reset()
     with pytest.raises(Conflict):
-        accept_send(
-            services.outbox(), json.dumps(body).encode(), "application/json", None, "http://x"
-        )
+        services.sending().accept(json.dumps(body).encode(), "application/json", None, "http://x")
 
 
 def _soft(address: str, seconds_ago: float, event_id: str | None = None) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class Reason(StrEnum):
     undefined = "undefined"  # a failure whose text and codes we could not recognise
     quarantined = "quarantined"  # ACS: the message was held in quarantine
     spamfiltered = "spamfiltered"  # ACS: the message was filtered as spam (FilteredSpam)
+    senderror = "senderror"  # ours: the message was never handed to ACS (refused, retries spent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +285,12 @@ REASONS: MappingProxyType[Reason, ReasonInfo] = MappingProxyType(
             "The message was identified as spam and filtered out (ACS FilteredSpam).",
             "Review the content, links and authentication before sending again.",
             False, False, _S, "bounced", "spam", "ContentRejected",
+        ),
+        Reason.senderror: ReasonInfo(
+            "The message was never sent: ACS refused the request for good, or every attempt "
+            "to hand it over failed.",
+            "Fix the cause named here and send again; no email went out.",
+            False, False, _S, "failed", "other", "Undetermined",
         ),
     }
 )

@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from . import keys
-from .alerts import Alert
-from .errors import InvalidInput, Problem
-from .paging import NOT_OURS, decode_token, encode_token, is_table_token
-from .state import iso
-from .store import storage_errors
+from shared.core import keys
+from shared.core.alerts import Alert
+from shared.core.state import iso
+from shared.edge.tables import storage_errors
 
 if TYPE_CHECKING:
     from azure.eventgrid import EventGridPublisherClient
@@ -32,7 +30,6 @@ log = logging.getLogger(__name__)
 
 PENDING, PUBLISHED, DISABLED = "pending", "published", "disabled"
 RETRY_DAYS = 7  # pending alerts older than this are left for an operator (history shows them)
-MAX_HISTORY_DAYS = 31
 
 
 class AlertLog:
@@ -131,68 +128,17 @@ class AlertLog:
         with storage_errors():
             self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
-    def history(
-        self, since: datetime, alert_type: str | None, limit: int, continuation: str | None
-    ) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        day, token = now.strftime("%Y-%m-%d"), None
-        if continuation:
-            day, token = _decode(continuation)
-        items: list[dict[str, Any]] = []
-        oldest = since.strftime("%Y-%m-%d")
-        next_cont = None
-        while day >= oldest and len(items) < limit:
-            query = f"PartitionKey eq '{day}' and time ge '{iso(since)}'"
-            if alert_type:
-                query += f" and type eq '{alert_type.replace(chr(39), chr(39) * 2)}'"
-            with storage_errors():
-                pages = self.table.query_entities(
-                    query, results_per_page=limit - len(items)
-                ).by_page(continuation_token=token)
-                page = [dict(e) for e in next(pages, [])]
-                token = pages.continuation_token  # type: ignore[attr-defined]
-            items += page
-            if token:
-                next_cont = _encode(day, token)
-                break
-            day = (datetime.fromisoformat(day) - timedelta(days=1)).strftime("%Y-%m-%d")
-            token = None
-            next_cont = _encode(day, None) if day >= oldest and len(items) >= limit else None
-        return {
-            "alerts": [
-                {
-                    "id": r.get("alertId"),
-                    "type": r.get("type"),
-                    "time": r.get("time"),
-                    "subject": r.get("subject"),
-                    "messageId": r.get("messageId"),
-                    "recipientDomain": r.get("recipientDomain"),
-                    "publishState": r.get("publishState"),
-                    "publishedAt": r.get("publishedAt"),
-                    "attempts": r.get("attempts"),
-                    "data": json.loads(r["event"]).get("data") if r.get("event") else None,
-                }
-                for r in items
-            ],
-            "continuation": next_cont,
-        }
-
-
-def _encode(day: str, token: Any) -> str:
-    return encode_token({"day": day, "token": token})
-
-
-def _decode(value: str) -> tuple[str, Any]:
-    problems: list[Problem] = []
-    data = decode_token(value, problems)
-    try:
-        if problems or not isinstance(data, dict):
-            raise ValueError
-        day = str(data["day"])
-        datetime.strptime(day, "%Y-%m-%d")  # a date: validates the format
-        token = data.get("token")
-        if token is not None and not is_table_token(token):
-            raise ValueError
-        return day, token
-    except (ValueError, KeyError):
-        raise InvalidInput("Invalid continuation token", [NOT_OURS]) from None
+    def day_page(
+        self, day: str, since: datetime, alert_type: str | None, limit: int, token: Any | None
+    ) -> tuple[list[dict[str, Any]], Any | None]:
+        """One page of one UTC day's alerts raised at or after `since`, newest first, and the
+        Table continuation of that day (None when the day is done)."""
+        query = f"PartitionKey eq '{day}' and time ge '{iso(since)}'"
+        if alert_type:
+            query += f" and type eq '{alert_type.replace(chr(39), chr(39) * 2)}'"
+        with storage_errors():
+            pages = self.table.query_entities(query, results_per_page=limit).by_page(
+                continuation_token=token
+            )
+            page = [dict(e) for e in next(pages, [])]
+            return page, pages.continuation_token  # type: ignore[attr-defined]

@@ -15,10 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.core.classification import Classification
+
 
 _NAMESPACE = uuid.UUID("6f0d5c1e-2a57-4c43-9f0e-5a1c2b7d9e31")
 SOURCE = "/acs-email-insights"
+
+
+# How far back the alert history reaches, and what it shows when no `since` is given.
+HISTORY_DAYS = 31
+HISTORY_DEFAULT_DAYS = 7
 
 
 class AlertType(StrEnum):
@@ -82,13 +91,13 @@ def for_report(
     message_id: str,
     recipient: str,
     status: str,
-    classification: Mapping[str, Any],
+    classification: Classification,
     at: datetime,
     mode: AddressMode,
 ) -> list[Alert]:
     """Alerts one delivery report raises (before suppression, which has its own alert)."""
     kinds = []
-    if classification.get("bounceType") == "hard":
+    if classification.bounce_type == "hard":
         kinds.append(AlertType.HARD_BOUNCED)
     if status == "spam_filtered":
         kinds.append(AlertType.SPAM_FILTERED)
@@ -98,12 +107,12 @@ def for_report(
         "messageId": message_id,
         **recipient_fields(recipient, mode),
         "status": status,
-        "reason": classification.get("reason"),
-        "bounceType": classification.get("bounceType"),
-        "smtpCode": classification.get("smtpCode"),
-        "enhancedCode": classification.get("enhancedCode"),
-        "explanation": classification.get("explanation"),
-        "action": classification.get("action"),
+        "reason": classification.reason,
+        "bounceType": classification.bounce_type,
+        "smtpCode": classification.smtp_code,
+        "enhancedCode": classification.enhanced_code,
+        "explanation": classification.explanation,
+        "action": classification.action,
         "eventId": event_id,
     }
     return [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from . import keys
-from .state import EVENTS
-from .status import Status
+from shared.core import keys
+from shared.core.state import EVENTS, parse_iso
+from shared.core.status import Status
 
 _CLASSIFICATION_FIELDS = (
     "bounceType",
@@ -22,6 +23,7 @@ _CLASSIFICATION_FIELDS = (
     "anymail",
     "ses",
 )
+
 
 # What to say about recipients that have no ACS outcome yet.
 _PENDING_EXPLANATION = {
@@ -237,3 +239,49 @@ def history_view(
             }
         )
     return {"address": address, "emails": out, "continuation": continuation}
+
+
+def state_view(
+    address: str, row: dict[str, Any] | None, audit: list[dict[str, Any]]
+) -> dict[str, Any]:
+    row = row or {}
+    expires = parse_iso(row.get("expiresAt"))
+    active = bool(row.get("active")) and (expires is None or expires > datetime.now(UTC))
+    return {
+        "address": row.get("address") or address,
+        "status": "suppressed" if active else "active",
+        "reason": row.get("reason"),
+        "origin": row.get("origin"),
+        "firstSeen": row.get("firstSeen"),
+        "lastSeen": row.get("lastSeen"),
+        "hits": int(row.get("hits", 0)),
+        "expiresAt": row.get("expiresAt"),
+        "reactivatedAt": row.get("reactivatedAt"),
+        "audit": [
+            {
+                "action": a.get("action"),
+                "reason": a.get("reason"),
+                "origin": a.get("origin"),
+                "at": a.get("at"),
+                "recordedAt": a.get("recordedAt"),
+                "changedState": a.get("changedState"),
+                "detail": json.loads(a["detail"]) if a.get("detail") else None,
+            }
+            for a in audit
+        ],
+    }
+
+
+def alert_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row.get("alertId"),
+        "type": row.get("type"),
+        "time": row.get("time"),
+        "subject": row.get("subject"),
+        "messageId": row.get("messageId"),
+        "recipientDomain": row.get("recipientDomain"),
+        "publishState": row.get("publishState"),
+        "publishedAt": row.get("publishedAt"),
+        "attempts": row.get("attempts"),
+        "data": (_json_field(row, "event") or {}).get("data"),
+    }

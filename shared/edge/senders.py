@@ -24,17 +24,17 @@ import random
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from . import keys
-from .alerts import Alert, AlertType, for_rate
-from .errors import Transient
-from .rates import Counts, Episode, Level, Metric, RatePolicy, Transition, evaluate
-from .state import iso, parse_iso
-from .store import (
+from shared.core import keys
+from shared.core.alerts import Alert, AlertType, for_rate
+from shared.core.errors import Transient
+from shared.core.rates import Counts, Episode, Level, Metric, RatePolicy, Transition, evaluate
+from shared.core.state import iso, parse_iso
+from shared.edge.tables import (
     FANOUT,
     MAX_CONFLICT_RETRIES,
     backoff,
@@ -44,13 +44,12 @@ from .store import (
     storage_errors,
 )
 
+if TYPE_CHECKING:
+    from shared.edge.alert_log import AlertLog
+
 log = logging.getLogger(__name__)
 
 REGISTRY = "senders"
-
-
-def domain_of(address: str | None) -> str:
-    return (address or "").rpartition("@")[2].strip().lower()
 
 
 def _bucket(at: datetime, minutes: int) -> str:
@@ -66,8 +65,10 @@ class SenderHealth:
         prefix: str,
         policy: RatePolicy,
         shards: int,
+        alerts: AlertLog,
         auto_pause: bool = False,
     ) -> None:
+        self.alerts = alerts
         self.counters = service.get_table_client(f"{prefix}SenderCounters")
         self.senders = service.get_table_client(f"{prefix}Senders")
         self.policy = policy
@@ -222,10 +223,8 @@ class SenderHealth:
         )
 
     def _record(self, row: Mapping[str, Any], alerts: list[Alert]) -> list[Alert]:
-        from .services import alert_log
-
         for alert in alerts:
-            alert_log().raise_alert(alert)
+            self.alerts.raise_alert(alert)
         # Recorded: clear them. A 412 (changed meanwhile) leaves them for the next evaluation,
         # which records them again as the no-op it is (same alert ids).
         fresh = read_entity(self.senders, REGISTRY, row["RowKey"])

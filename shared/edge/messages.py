@@ -32,35 +32,22 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.data.tables import (
-    TableClient,
-    TableServiceClient,
-    TableTransactionError,
-    UpdateMode,
-)
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from . import keys
-from .errors import InvalidInput, Problem, Transient
-from .events import DeliveryReport, EngagementReport
-from .paging import NOT_OURS, decode_token, encode_token, is_table_token
-from .state import (
+from shared.core import keys
+from shared.core.classification import Classification
+from shared.core.errors import Transient
+from shared.core.events import DeliveryReport, EngagementReport
+from shared.core.state import (
     ARRIVAL_FIELD,
     Fact,
     ReportDecision,
@@ -70,10 +57,27 @@ from .state import (
     fact_from_report,
     index_may_be_missing,
     iso,
+    parse_iso,
     timeline_entry,
 )
+from shared.core.status import SendState, Status
+from shared.edge.tables import (
+    FANOUT,
+    MAX_CONFLICT_RETRIES,
+    backoff,
+    clean,
+    etag_of,
+    put_entity,
+    read_entity,
+    storage_errors,
+    write_entity,
+    write_op,
+)
 
-MAX_CONFLICT_RETRIES = 12
+PAYLOAD_ROW = "p"
+PAYLOAD_CHUNK = 30_000  # characters per property (a Table string property holds 32 K UTF-16 units)
+PAYLOAD_INLINE_LIMIT = 420_000  # characters inline (an entity holds 1 MiB); beyond → blob
+CLAIM_TTL = timedelta(minutes=2)  # a claim older than this is a crashed worker's: take it over
 MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
 
 
@@ -85,87 +89,6 @@ class Recorded:
     changed: bool
     row: Mapping[str, Any] | None
     previous: Mapping[str, Any] | None
-
-
-@contextmanager
-def storage_errors() -> Iterator[None]:
-    """Turn retryable storage failures into Transient (the platform retries); the rest propagate."""
-    try:
-        yield
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise Transient(f"storage unreachable: {type(exc).__name__}") from exc
-    except HttpResponseError as exc:
-        if exc.status_code in (408, 429, 500, 502, 503, 504):
-            raise Transient(f"storage answered {exc.status_code}") from exc
-        raise
-
-
-def backoff(attempt: int) -> None:
-    """Jittered exponential pause between optimistic-concurrency retries (≤ ~0.3 s)."""
-    time.sleep(random.uniform(0, min(0.3, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
-
-
-def write_op(entity: Mapping[str, Any], etag: str | None) -> tuple[Any, ...]:
-    """A transaction operation: create the row, or replace it only if unchanged since read."""
-    if etag is None:
-        return ("create", entity)
-    options = {
-        "mode": UpdateMode.REPLACE,
-        "etag": etag,
-        "match_condition": MatchConditions.IfNotModified,
-    }
-    return ("update", entity, options)
-
-
-def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> bool:
-    """Create the row (`etag` None) or replace it only if unchanged since read; False when
-    someone else wrote first (409 on create, 412 on replace, 404 if it was deleted)."""
-    return write_entity(table, entity, etag) is not None
-
-
-def write_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> str | None:
-    """`put_entity` that returns the row's new ETag, or None when someone else wrote first."""
-    try:
-        with storage_errors():
-            if etag is None:
-                result = table.create_entity(entity)
-            else:
-                result = table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-    except HttpResponseError as exc:  # ResourceExistsError, ResourceModifiedError, …
-        if exc.status_code in (404, 409, 412):
-            return None
-        raise
-    return str(result.get("etag") or "")
-
-
-# One long-lived pool for storage calls fanned out in parallel (an accept's suppression reads,
-# idempotency claim, index writes and queue put; a history page's status rows; a sender's
-# counter shards): a pool built per request started a thread per call. Threads start on demand
-# and stay. A task on it never waits for another task on it, so a busy pool only queues work
-# and cannot deadlock.
-FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="storage-io")
-
-
-def read_entity(table: TableClient, pk: str, rk: str) -> Any:
-    """A point read: the entity, or None when there is none."""
-    with storage_errors():
-        try:
-            return table.get_entity(pk, rk)
-        except ResourceNotFoundError:
-            return None
-
-
-def etag_of(entity: Any) -> str | None:
-    return None if entity is None else str(entity.metadata["etag"])
-
-
-def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if v is not None}
 
 
 class RowCache:
@@ -250,9 +173,7 @@ class MessageStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    def record_delivery(
-        self, report: DeliveryReport, classification: Mapping[str, Any]
-    ) -> Recorded:
+    def record_delivery(self, report: DeliveryReport, classification: Classification) -> Recorded:
         return self.record_fact(
             report.message_id,
             report.recipient,
@@ -343,7 +264,7 @@ class MessageStore:
             outcome, _ = self._submit(ops, pk, marker_rk)
             return outcome
         status_rk = keys.status_row(addr)
-        entity = _clean({**decision.row, "PartitionKey": pk, "RowKey": status_rk})
+        entity = clean({**decision.row, "PartitionKey": pk, "RowKey": status_rk})
         entity["updatedAt"] = iso(datetime.now(UTC))
         if ops:
             ops.append(write_op(entity, etag))
@@ -371,7 +292,7 @@ class MessageStore:
         marker = {**timeline_entry(report), ARRIVAL_FIELD: iso(datetime.now(UTC))}
         for attempt in range(MAX_CONFLICT_RETRIES):
             current = read_entity(self.messages, pk, rk)
-            row = _clean({**apply_engagement(current, report), "PartitionKey": pk, "RowKey": rk})
+            row = clean({**apply_engagement(current, report), "PartitionKey": pk, "RowKey": rk})
             if report.recipient:
                 row["address"] = report.recipient
             ops: list[Any] = [
@@ -403,7 +324,7 @@ class MessageStore:
             "receivedAt": iso(now),
         }
         with storage_errors():
-            self.quarantine_table.create_entity(_clean(entity))
+            self.quarantine_table.create_entity(clean(entity))
 
     def count(self, family: str, name: str) -> None:
         """Increment a counter row (rare paths only: ETag read-modify-write)."""
@@ -419,7 +340,137 @@ class MessageStore:
     def write_message(self, message_id: str, summary: Mapping[str, Any]) -> None:
         entity = {"PartitionKey": keys.message_key(message_id), "RowKey": keys.MESSAGE_ROW}
         with storage_errors():
-            self.messages.upsert_entity(_clean({**summary, **entity}), mode=UpdateMode.MERGE)
+            self.messages.upsert_entity(clean({**summary, **entity}), mode=UpdateMode.MERGE)
+
+    # --- the send pipeline's rows ------------------------------------------------------
+
+    def fits_inline(self, payload: str) -> bool:
+        return len(payload) <= PAYLOAD_INLINE_LIMIT
+
+    def accept(
+        self,
+        message_id: str,
+        summary: Mapping[str, Any],
+        payload: str | None,
+        recipient_rows: list[dict[str, Any]],
+    ) -> bool:
+        """One transaction: the message row, the payload row (when `payload` is inline) and a
+        status row per recipient. False when an earlier accept of this message id (a retry under
+        the same Idempotency-Key) already moved past `queued`: nothing is left to do."""
+        pk = keys.message_key(message_id)
+        ops: list[Any] = [
+            ("create", clean({**summary, "PartitionKey": pk, "RowKey": keys.MESSAGE_ROW}))
+        ]
+        if payload is not None:
+            ops.append(("create", {"PartitionKey": pk, "RowKey": PAYLOAD_ROW, **_chunks(payload)}))
+        for row in recipient_rows:
+            rk = keys.status_row(keys.address_key(str(row["address"])))
+            entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
+            ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        try:
+            with storage_errors():
+                self.messages.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if not (exc.status_code == 409 and exc.index == 0):
+                raise
+            existing = read_entity(self.messages, pk, keys.MESSAGE_ROW)
+            return existing is None or existing.get("sendState") == SendState.QUEUED
+        return True
+
+    def message(self, message_id: str) -> Any:
+        return read_entity(self.messages, keys.message_key(message_id), keys.MESSAGE_ROW)
+
+    def claim(self, message_id: str, now: datetime) -> Any:
+        """Mark the message `sending` under its ETag; None when someone else owns or ended it."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            row = self.message(message_id)
+            if row is None or row.get("sendState") in (SendState.SENT, SendState.FAILED):
+                return None
+            claimed = parse_iso(row.get("claimedAt"))
+            if row.get("sendState") == SendState.SENDING and claimed and now - claimed < CLAIM_TTL:
+                return None
+            try:
+                with storage_errors():
+                    self.messages.update_entity(
+                        {**row, "sendState": SendState.SENDING.value, "claimedAt": iso(now)},
+                        mode=UpdateMode.REPLACE,
+                        etag=row.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                return self.message(message_id)
+            except HttpResponseError as exc:
+                if exc.status_code != 412:
+                    raise
+        raise Transient("message row kept changing under us")
+
+    def release(self, message_id: str) -> None:
+        self.write_message(message_id, {"sendState": SendState.QUEUED.value})
+
+    def payload(self, message_id: str) -> str | None:
+        """The inline payload's text (None when there is none)."""
+        pk = keys.message_key(message_id)
+        entity = read_entity(self.messages, pk, PAYLOAD_ROW)
+        if entity is None:
+            return None
+        return "".join(entity[k] for k in sorted(entity) if k.startswith("c"))
+
+    def finish(
+        self,
+        message_id: str,
+        state: SendState,
+        fact: Fact,
+        now: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """End the send: message state, recipient facts, payload row deletion, in one
+        transaction. Returns the message row as it was before."""
+        pk = keys.message_key(message_id)
+        msg = self.message(message_id)
+        before = msg
+        for _ in range(MAX_CONFLICT_RETRIES):
+            rows = {
+                r["RowKey"]: r
+                for r in self.messages.query_entities(
+                    f"PartitionKey eq '{pk.replace(chr(39), chr(39) * 2)}' and RowKey ge 'r|' "
+                    "and RowKey lt 'r}'"
+                )
+            }
+            ops: list[Any] = []
+            for row in rows.values():
+                if row.get("status") == Status.SUPPRESSED.value and row.get("eventId") == "accept":
+                    continue  # never handed to ACS
+                new = apply_fact(row, fact, str(row.get("address")), message_id)
+                if new is None:
+                    continue
+                entity = clean({**new, "PartitionKey": pk, "RowKey": row["RowKey"]})
+                entity["updatedAt"] = iso(now)
+                ops.append(write_op(entity, etag_of(row)))
+            written = len(ops)
+            summary = {
+                "PartitionKey": pk,
+                "RowKey": keys.MESSAGE_ROW,
+                "sendState": state.value,
+                "finishedAt": iso(now),
+                **(extra or {}),
+            }
+            ops.append(("upsert", clean(summary), {"mode": UpdateMode.MERGE}))
+            if msg is not None and msg.get("payload") == "table":
+                ops.append(("delete", {"PartitionKey": pk, "RowKey": PAYLOAD_ROW}))
+            try:
+                with storage_errors():
+                    results = self.messages.submit_transaction(ops)
+                # The delivery reports that follow find these rows in the cache: no read.
+                for op, result in zip(ops[:written], results, strict=False):
+                    self.cache.put(pk, op[1]["RowKey"], result.get("etag"), op[1])
+                return before
+            except TableTransactionError as exc:
+                if exc.status_code == 404 and ops[exc.index][0] == "delete":
+                    msg = {**(msg or {}), "payload": "gone"}  # deleted by an earlier finish
+                    continue
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+        raise Transient("recipient rows kept changing under us")
 
     # --- reads --------------------------------------------------------------------------
 
@@ -429,18 +480,11 @@ class MessageStore:
             return [dict(e) for e in self.messages.query_entities(f"PartitionKey eq '{pk}'")]
 
     def recipient_history(
-        self, address: str, limit: int, continuation: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of an address's messages, newest first, each with its status row."""
+        self, address: str, limit: int, token: Any | None
+    ) -> tuple[list[dict[str, Any]], Any | None]:
+        """One page of an address's messages, newest first, each with its status row; `token`
+        is the Table continuation the previous page returned."""
         pk = keys.address_key(address).replace("'", "''")
-        token = None
-        if continuation:
-            problems: list[Problem] = []
-            token = decode_token(continuation, problems)
-            if not problems and not is_table_token(token):
-                problems.append(NOT_OURS)
-            if problems:
-                raise InvalidInput("Invalid continuation token", problems)
         with storage_errors():
             pages = self.index.query_entities(
                 f"PartitionKey eq '{pk}'", results_per_page=limit
@@ -460,7 +504,7 @@ class MessageStore:
             {**entry, "statusRow": dict(s) if s else None}
             for entry, s in zip(page, statuses, strict=True)
         ]
-        return items, encode_token(next_token) if next_token else None
+        return items, next_token or None
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -498,7 +542,7 @@ class MessageStore:
             "at": row.get("indexAt"),
         }
         with storage_errors():
-            self.index.upsert_entity(_clean(entity), mode=UpdateMode.MERGE)
+            self.index.upsert_entity(clean(entity), mode=UpdateMode.MERGE)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -506,3 +550,10 @@ def _truncate(text: str, limit: int) -> str:
         return text
     marker = f"…[truncated {len(text) - limit} characters]"
     return text[: limit - len(marker)] + marker
+
+
+def _chunks(text: str) -> dict[str, str]:
+    return {
+        f"c{i:02d}": text[start : start + PAYLOAD_CHUNK]
+        for i, start in enumerate(range(0, len(text), PAYLOAD_CHUNK))
+    }

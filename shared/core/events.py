@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .errors import MalformedEvent
+from shared.core.errors import MalformedEvent
 
 DELIVERY_REPORT_TYPE = "Microsoft.Communication.EmailDeliveryReportReceived"
 ENGAGEMENT_REPORT_TYPE = "Microsoft.Communication.EmailEngagementTrackingReportReceived"

@@ -7,7 +7,7 @@ import binascii
 import json
 from typing import Any
 
-from .errors import Problem
+from shared.core.errors import Problem
 
 MAX_TOKEN_LENGTH = 2048
 NOT_OURS = Problem("continuation", "not a token this API returned")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ..errors import InvalidInput, PayloadTooLarge, Problem, UnsupportedMediaType
+from shared.core.errors import InvalidInput, PayloadTooLarge, Problem, UnsupportedMediaType
 
 INVALID_JSON_TITLE = "Request body is not valid JSON"
 INVALID_REQUEST_TITLE = "The email request is invalid"

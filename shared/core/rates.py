@@ -168,3 +168,8 @@ def _raised(
         quiet = Episode(level, now, episode.announced, episode.announced_level, last)
         return quiet, Transition.NONE
     return Episode(level, now, True, level, now), Transition.RAISED
+
+
+def domain_of(address: str | None) -> str:
+    """The domain whose rates an address counts toward (lower-cased; "" for none)."""
+    return (address or "").rpartition("@")[2].strip().lower()

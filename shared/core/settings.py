@@ -9,10 +9,10 @@ from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
-from .errors import AppError
+from shared.core.errors import AppError
 
 if TYPE_CHECKING:
-    from .rates import RatePolicy
+    from shared.core.rates import RatePolicy
 
 
 class SettingsError(AppError):
@@ -64,7 +64,7 @@ class Settings:
     row_cache_mb: int
 
     def rate_policy(self) -> RatePolicy:
-        from .rates import RatePolicy, Thresholds
+        from shared.core.rates import RatePolicy, Thresholds
 
         return RatePolicy(
             window=timedelta(minutes=self.rate_window_minutes),

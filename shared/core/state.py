@@ -14,11 +14,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from . import keys
-from .events import DeliveryReport, EngagementReport, EngagementType
-from .status import Status, from_acs, precedence
+from shared.core import keys
+from shared.core.events import DeliveryReport, EngagementReport, EngagementType
+from shared.core.status import Status, from_acs, precedence
+
+if TYPE_CHECKING:
+    from shared.core.classification import Classification
 
 Row = dict[str, Any]
 
@@ -53,7 +56,7 @@ class Fact:
     event_id: str
     acs_status: str | None = None
     status_message: str | None = None
-    classification: Mapping[str, Any] | None = None
+    classification: Classification | None = None
     mail_server: str | None = None
     internet_message_id: str | None = None
     sender: str | None = None
@@ -61,7 +64,7 @@ class Fact:
     sent_at: datetime | None = None
 
 
-def fact_from_report(report: DeliveryReport, classification: Mapping[str, Any]) -> Fact:
+def fact_from_report(report: DeliveryReport, classification: Classification) -> Fact:
     return Fact(
         status=from_acs(report.acs_status),
         at=report.attempt_at,
@@ -163,7 +166,9 @@ def _applied(current: Mapping[str, Any] | None, fact: Fact, address: str, messag
             eventId=fact.event_id,
             acsStatus=fact.acs_status,
             statusMessage=(fact.status_message or "")[:MAX_STORED_STATUS_MESSAGE] or None,
-            classification=json.dumps(fact.classification) if fact.classification else None,
+            classification=(
+                json.dumps(fact.classification.to_json()) if fact.classification else None
+            ),
             mailServer=fact.mail_server,
             internetMessageId=fact.internet_message_id,
             finalAt=at if _is_final(fact) else None,

@@ -81,3 +81,13 @@ def precedence(status: Status, at: datetime, event_id: str) -> PrecedenceKey:
     """The sort key described in the module docstring; `at` must be timezone-aware UTC."""
     rank = 2 if status in OUTCOMES else (1 if status is Status.SENT else 0)
     return (rank, at.isoformat(timespec="microseconds"), _OUTCOME_ORDER.get(status, 0), event_id)
+
+
+class SendState(StrEnum):
+    """Where a message accepted by `POST /api/emails` stands in our send pipeline."""
+
+    QUEUED = "queued"  # accepted and waiting in the queue
+    HELD = "held"  # waiting: its sender domain is paused (POST /api/senders/{domain}/resume)
+    SENDING = "sending"  # claimed by a worker that is calling ACS
+    SENT = "sent"  # ACS accepted it (202); delivery reports follow
+    FAILED = "failed"  # ACS refused it for good, or every attempt failed

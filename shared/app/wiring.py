@@ -1,0 +1,170 @@
+"""The composition root: builds each edge object once, on first use, and hands them to the use
+cases. `function_app` asks this module for a use case; nothing below it looks anything up."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from shared.core.settings import get_settings
+
+if TYPE_CHECKING:
+    from shared.app.lookups import Lookups
+    from shared.app.monitoring import Monitoring
+    from shared.app.operators import Operators
+    from shared.app.reports import ReportRecorder
+    from shared.app.sending import Sending
+    from shared.edge.acs import AcsEmail
+    from shared.edge.alert_log import AlertLog
+    from shared.edge.clients import Clients
+    from shared.edge.inflight import InFlight
+    from shared.edge.messages import MessageStore
+    from shared.edge.outbox import Outbox
+    from shared.edge.senders import SenderHealth
+    from shared.edge.suppressions import SuppressionList
+
+
+# --- edge objects (each creates its tables on first use) ------------------------------------
+
+
+@cache
+def clients() -> Clients:
+    from shared.edge.clients import Clients
+
+    return Clients(get_settings())
+
+
+@cache
+def message_store() -> MessageStore:
+    from shared.edge.messages import MessageStore
+
+    settings = get_settings()
+    store = MessageStore(
+        clients().table_service, settings.table_prefix, settings.row_cache_mb << 20
+    )
+    store.create_tables()
+    return store
+
+
+@cache
+def suppression_list() -> SuppressionList:
+    from shared.edge.suppressions import SuppressionList
+
+    suppressions = SuppressionList(clients().table_service, get_settings().table_prefix)
+    suppressions.create_table()
+    return suppressions
+
+
+@cache
+def outbox() -> Outbox:
+    from shared.edge.outbox import Outbox
+
+    box = Outbox(
+        clients().table_service,
+        clients().send_queue,
+        clients().payload_container,
+        get_settings().table_prefix,
+    )
+    box.create()
+    return box
+
+
+@cache
+def alert_log() -> AlertLog:
+    from shared.edge.alert_log import AlertLog
+
+    log = AlertLog(clients().table_service, get_settings().table_prefix, clients().alert_publisher)
+    log.create_table()
+    return log
+
+
+@cache
+def sender_health() -> SenderHealth:
+    from shared.edge.senders import SenderHealth
+
+    settings = get_settings()
+    health = SenderHealth(
+        clients().table_service,
+        settings.table_prefix,
+        settings.rate_policy(),
+        settings.rate_counter_shards,
+        alert_log(),
+        settings.auto_pause,
+    )
+    health.create_tables()
+    return health
+
+
+@cache
+def in_flight() -> InFlight:
+    from shared.edge.inflight import InFlight
+
+    tracker = InFlight(clients().table_service, get_settings().table_prefix)
+    tracker.create_table()
+    return tracker
+
+
+@cache
+def acs() -> AcsEmail:
+    from shared.edge.acs import AcsEmail
+
+    return AcsEmail(lambda: clients().email)
+
+
+# --- use cases ------------------------------------------------------------------------------
+
+
+@cache
+def reports() -> ReportRecorder:
+    from shared.app.reports import ReportRecorder
+
+    return ReportRecorder(
+        get_settings(), message_store(), suppression_list(), alert_log(), sender_health()
+    )
+
+
+@cache
+def sending() -> Sending:
+    from shared.app.sending import Sending
+
+    return Sending(
+        get_settings(),
+        message_store(),
+        outbox(),
+        suppression_list(),
+        sender_health(),
+        in_flight(),
+        alert_log(),
+        acs(),
+    )
+
+
+@cache
+def monitoring() -> Monitoring:
+    from shared.app.monitoring import Monitoring
+
+    return Monitoring(get_settings(), message_store(), in_flight(), alert_log(), sender_health())
+
+
+@cache
+def lookups() -> Lookups:
+    from shared.app.lookups import Lookups
+
+    return Lookups(message_store(), alert_log())
+
+
+@cache
+def operators() -> Operators:
+    from shared.app.operators import Operators
+
+    return Operators(suppression_list(), sender_health())
+
+
+def reset() -> None:
+    """Forget every object (tests switch settings between cases)."""
+    get_settings.cache_clear()
+    for built in (
+        clients, message_store, suppression_list, outbox, alert_log, sender_health,
+        in_flight, acs, reports, sending, monitoring, lookups, operators,
+    ):  # fmt: skip
+        built.cache_clear()

@@ -1,0 +1,118 @@
+"""Every Azure SDK client, built once from settings on first use (never at import: cold start
+and import safety). Locally a connection string (Azurite); in Azure the app's managed identity."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from shared.core.settings import SEND_QUEUE, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from azure.communication.email import EmailClient
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableServiceClient
+    from azure.eventgrid import EventGridPublisherClient
+    from azure.storage.blob import ContainerClient
+    from azure.storage.queue import QueueClient
+
+
+def quiet_sdk_request_logs() -> None:
+    """azure-core logs every request and response at INFO (0.5–1 ms of CPU each, ~4 ms per
+    accepted send, and most of an Application Insights bill): keep its warnings and errors.
+    Set the logger `azure.core.pipeline.policies.http_logging_policy` lower to see them all."""
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+
+class Clients:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        quiet_sdk_request_logs()
+
+    @cached_property
+    def credential(self) -> TokenCredential:
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    def _account_url(self, service: str) -> str:
+        return f"https://{self.settings.storage_account_name}.{service}.core.windows.net"
+
+    @cached_property
+    def table_service(self) -> TableServiceClient:
+        from azure.data.tables import TableServiceClient
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return TableServiceClient.from_connection_string(conn)
+        return TableServiceClient(endpoint=self._account_url("table"), credential=self.credential)
+
+    @cached_property
+    def send_queue(self) -> QueueClient:
+        from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+        # The Functions queue trigger expects base64 message text (host default messageEncoding).
+        encode = TextBase64EncodePolicy()
+        conn = self.settings.storage_connection_string
+        if conn:
+            return QueueClient.from_connection_string(
+                conn, SEND_QUEUE, message_encode_policy=encode
+            )
+        return QueueClient(
+            self._account_url("queue"),
+            SEND_QUEUE,
+            credential=self.credential,
+            message_encode_policy=encode,
+        )
+
+    @cached_property
+    def payload_container(self) -> ContainerClient:
+        from azure.storage.blob import BlobServiceClient
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            blobs = BlobServiceClient.from_connection_string(conn)
+        else:
+            blobs = BlobServiceClient(self._account_url("blob"), self.credential)
+        return blobs.get_container_client(self.settings.payload_container)
+
+    @cached_property
+    def alert_publisher(self) -> EventGridPublisherClient | None:
+        settings = self.settings
+        if not settings.alerts_topic_endpoint:
+            return None
+        from azure.eventgrid import EventGridPublisherClient
+
+        credential: Any
+        if settings.alerts_topic_key:
+            from azure.core.credentials import AzureKeyCredential
+
+            credential = AzureKeyCredential(settings.alerts_topic_key)
+        else:
+            credential = self.credential
+        # One quick retry inline; the publish_pending_alerts timer does the patient retrying.
+        return EventGridPublisherClient(
+            settings.alerts_topic_endpoint, credential, retry_total=1, connection_timeout=5
+        )
+
+    @cached_property
+    def email(self) -> EmailClient:
+        from azure.communication.email import EmailClient
+
+        settings = self.settings
+        # We schedule retries ourselves through the queue: the SDK must not sleep on 429s.
+        options: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 30}
+        if settings.acs_connection_string:
+            return EmailClient.from_connection_string(settings.acs_connection_string, **options)
+        if not settings.acs_endpoint:
+            raise SettingsError(
+                "set ACS_ENDPOINT (with ACS_KEY or managed identity) or ACS_CONNECTION_STRING"
+            )
+        if settings.acs_key:
+            from azure.core.credentials import AzureKeyCredential
+
+            return EmailClient(
+                settings.acs_endpoint, AzureKeyCredential(settings.acs_key), **options
+            )
+        return EmailClient(settings.acs_endpoint, self.credential, **options)

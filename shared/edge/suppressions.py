@@ -1,0 +1,153 @@
+"""The suppression list in Table Storage: one state row per address plus an audit trail; the
+rules that decide each change are in `core.suppression`.
+
+Table `<p>Suppressions`, PartitionKey = address key (lower-cased, key-safe):
+- RowKey `state`: active, reason, origin, firstSeen, lastSeen, hits, expiresAt, and the time of
+  the last operator reactivation (`reactivatedAt`), so a stale report older than the
+  reactivation cannot suppress the address again.
+- RowKey `streak`: the address's recent soft bounces.
+- RowKey `a|<newest-first time>|<id>`: one audit row per change (who, why, from what event).
+Table `<p>SuppressionsByDomain`: PartitionKey = recipient domain, one row per address.
+Checking a send's recipients is one point read per recipient, in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.core import keys
+from shared.core.errors import Transient
+from shared.core.suppression import (
+    STATE_ROW,
+    STREAK_ROW,
+    Change,
+    Suppression,
+    as_suppression,
+    decide,
+    domain_listing_row,
+    is_active,
+    merge_streak,
+)
+from shared.edge.tables import (
+    FANOUT,
+    MAX_CONFLICT_RETRIES,
+    backoff,
+    etag_of,
+    put_entity,
+    read_entity,
+    storage_errors,
+    write_op,
+)
+
+
+class SuppressionList:
+    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+        self.table = service.get_table_client(f"{prefix}Suppressions")
+        self.by_domain = service.get_table_client(f"{prefix}SuppressionsByDomain")
+
+    def create_table(self) -> None:
+        for table in (self.table, self.by_domain):
+            with storage_errors(), suppress(ResourceExistsError):
+                table.create_table()
+
+    def list_domain(
+        self, domain: str, limit: int, continuation: Any | None
+    ) -> tuple[list[dict[str, Any]], Any | None]:
+        pk = keys.encode(domain.strip().lower()).replace("'", "''")
+        with storage_errors():
+            pages = self.by_domain.query_entities(
+                f"PartitionKey eq '{pk}' and active eq true", results_per_page=limit
+            ).by_page(continuation_token=continuation)
+            page = [dict(e) for e in next(pages, [])]
+            return page, pages.continuation_token  # type: ignore[attr-defined]
+
+    def get(self, address: str) -> dict[str, Any] | None:
+        entity = read_entity(self.table, keys.address_key(address), STATE_ROW)
+        return None if entity is None else {**entity, "_etag": etag_of(entity)}
+
+    def active_for(
+        self, addresses: Iterable[str], pool: Executor | None = None
+    ) -> dict[str, Suppression]:
+        """The currently suppressed ones among `addresses`, keyed by lower-cased address.
+
+        Several addresses are read in parallel on `pool` (default: the shared FANOUT; never
+        call this from one of its own tasks); one is read inline.
+        """
+        unique = sorted({a.strip().lower() for a in addresses})
+        now = datetime.now(UTC)
+        if len(unique) <= 1:
+            rows = [self.get(a) for a in unique]
+        else:
+            rows = list((pool or FANOUT).map(self.get, unique))
+        return {
+            address: as_suppression(address, row)
+            for address, row in zip(unique, rows, strict=True)
+            if row is not None and is_active(row, now)
+        }
+
+    def apply(self, address: str, change: Change) -> tuple[bool, dict[str, Any] | None]:
+        """Apply a change under ETag concurrency; returns (state changed, new state row)."""
+        # Automatic changes are keyed on their event (a redelivery hits 409: already applied);
+        # operator changes are always new.
+        unique = keys.encode(change.origin) if not change.operator else uuid.uuid4().hex
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            current = self.get(address)
+            decision = decide(current, address, change, datetime.now(UTC), unique)
+            if decision is None:
+                return False, current
+            ops: list[Any] = [
+                ("create", decision.audit),
+                write_op(decision.row, current.get("_etag") if current else None),
+            ]
+            try:
+                with storage_errors():
+                    self.table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code == 409 and exc.index == 0 and not change.operator:
+                    return False, current  # this event was applied before
+                if exc.status_code in (409, 412):
+                    backoff(attempt)
+                    continue
+                raise
+            with storage_errors():
+                self.by_domain.upsert_entity(
+                    domain_listing_row(decision.row), mode=UpdateMode.REPLACE
+                )
+            return decision.changed, decision.row
+        raise Transient("suppression row kept changing under us")
+
+    def note_soft_bounce(
+        self, address: str, event_id: str, at: datetime, window: timedelta, keep: int
+    ) -> list[tuple[str, str]]:
+        """Add a soft bounce to the address's streak (see `core.suppression.merge_streak`);
+        returns the streak's (time, event id)s. A redelivered report writes nothing."""
+        pk = keys.address_key(address)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            row = read_entity(self.table, pk, STREAK_ROW)
+            stored = [(str(a), str(b)) for a, b in json.loads((row or {}).get("events", "[]"))]
+            events = merge_streak(stored, event_id, at, window, keep)
+            if events is None:
+                return stored
+            entity = {"PartitionKey": pk, "RowKey": STREAK_ROW, "events": json.dumps(events)}
+            if put_entity(self.table, entity, etag_of(row)):
+                return events
+            backoff(attempt)
+        raise Transient("soft-bounce streak row kept changing under us")
+
+    def audit(self, address: str, limit: int = 50) -> list[dict[str, Any]]:
+        pk = keys.address_key(address).replace("'", "''")
+        with storage_errors():
+            rows = self.table.query_entities(
+                f"PartitionKey eq '{pk}' and RowKey ge 'a|' and RowKey lt 'a}}'",
+                results_per_page=limit,
+            )
+            return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]

@@ -1,0 +1,120 @@
+"""Table Storage plumbing every edge class shares: error mapping, conditional writes, reads, the
+fan-out pool. No table of its own and no decisions."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.core.errors import Transient
+
+MAX_CONFLICT_RETRIES = 12
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn retryable storage failures into Transient (the platform retries); the rest propagate."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise Transient(f"storage unreachable: {type(exc).__name__}") from exc
+    except HttpResponseError as exc:
+        if exc.status_code in (408, 429, 500, 502, 503, 504):
+            raise Transient(f"storage answered {exc.status_code}") from exc
+        raise
+
+
+def backoff(attempt: int) -> None:
+    """Jittered exponential pause between optimistic-concurrency retries (≤ ~0.3 s)."""
+    time.sleep(random.uniform(0, min(0.3, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
+
+
+def write_op(entity: Mapping[str, Any], etag: str | None) -> tuple[Any, ...]:
+    """A transaction operation: create the row, or replace it only if unchanged since read."""
+    if etag is None:
+        return ("create", entity)
+    options = {
+        "mode": UpdateMode.REPLACE,
+        "etag": etag,
+        "match_condition": MatchConditions.IfNotModified,
+    }
+    return ("update", entity, options)
+
+
+def put_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> bool:
+    """Create the row (`etag` None) or replace it only if unchanged since read; False when
+    someone else wrote first (409 on create, 412 on replace, 404 if it was deleted)."""
+    return write_entity(table, entity, etag) is not None
+
+
+def write_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> str | None:
+    """`put_entity` that returns the row's new ETag, or None when someone else wrote first."""
+    try:
+        with storage_errors():
+            if etag is None:
+                result = table.create_entity(entity)
+            else:
+                result = table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+    except HttpResponseError as exc:  # ResourceExistsError, ResourceModifiedError, …
+        if exc.status_code in (404, 409, 412):
+            return None
+        raise
+    return str(result.get("etag") or "")
+
+
+# One long-lived pool for storage calls fanned out in parallel (an accept's suppression reads,
+# idempotency claim, index writes and queue put; a history page's status rows; a sender's
+# counter shards): a pool built per request started a thread per call. Threads start on demand
+# and stay. A task on it never waits for another task on it, so a busy pool only queues work
+# and cannot deadlock.
+FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="storage-io")
+
+
+def read_entity(table: TableClient, pk: str, rk: str) -> Any:
+    """A point read: the entity, or None when there is none."""
+    with storage_errors():
+        try:
+            return table.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+
+def etag_of(entity: Any) -> str | None:
+    return None if entity is None else str(entity.metadata["etag"])
+
+
+def clean(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    """Run independent storage calls at once (the first on this thread, the rest on FANOUT);
+    wait for all, then raise the first error. One call runs inline: no thread hop."""
+    if not calls:
+        return
+    (first, first_args), rest = calls[0], calls[1:]
+    futures = [FANOUT.submit(fn, *args) for fn, args in rest]
+    try:
+        first(*first_args)
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()

@@ -1,1 +1,0 @@
-"""Sending email through ACS: validating requests and shaping them for the ACS Email API."""
