@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.alerts import AddressMode, for_report, for_suppression
 from shared.core.classification import Classification, Reason, classify
@@ -31,7 +31,7 @@ from shared.core.suppression import Change
 if TYPE_CHECKING:
     from shared.core.settings import Settings
     from shared.edge.alert_log import AlertLog
-    from shared.edge.messages import MessageStore
+    from shared.edge.messages import MessageStore, Recorded
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
 
@@ -55,6 +55,19 @@ _STREAK_REASONS = frozenset(
 )
 
 
+class Projection(Protocol):
+    """A read model kept beside the status rows (an index, a rollup, an outcome feed): told
+    about every report after its status row was written, duplicates included (it must be
+    idempotent on the event id), so a crash between the two writes is healed by the
+    redelivery."""
+
+    def delivery_recorded(
+        self, report: DeliveryReport, classification: Classification, result: Recorded
+    ) -> None: ...
+
+    def engagement_recorded(self, report: EngagementReport, result: Recorded) -> None: ...
+
+
 class ReportRecorder:
     def __init__(
         self,
@@ -63,7 +76,9 @@ class ReportRecorder:
         suppressions: SuppressionList,
         alerts: AlertLog,
         senders: SenderHealth,
+        projections: Sequence[Projection] = (),
     ) -> None:
+        self.projections = tuple(projections)
         self.settings = settings
         self.store = store
         self.suppressions = suppressions
@@ -92,9 +107,13 @@ class ReportRecorder:
             self._alert(parsed, classification)
             if not result.duplicate:  # counted at most once (see shared/edge/senders.py)
                 self._count(parsed, classification, result.previous)
+            for projection in self.projections:
+                projection.delivery_recorded(parsed, classification, result)
         else:
             assert isinstance(parsed, EngagementReport)
             result = self.store.record_engagement(parsed)
+            for projection in self.projections:
+                projection.engagement_recorded(parsed, result)
         outcome = EventOutcome.DUPLICATE if result.duplicate else EventOutcome.RECORDED
         self._log_recorded(parsed, outcome, result.changed)
         return outcome
