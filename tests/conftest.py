@@ -13,9 +13,10 @@ import pytest
 from local.azurite import Azurite, start_azurite
 
 EVENTS_DIR = Path(__file__).parent / "events"
-REFERENCE_EVENTS_DIR = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "acs-events"
-)
+# Real ACS payloads and specs, copied from ../shared/reference (a user's clone has no ../shared;
+# tests/test_reference_copies.py keeps the copies equal to it where it is present).
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_EVENTS_DIR = REFERENCE_DIR / "acs-events"
 
 
 def load_event(name: str) -> Any:
