@@ -129,13 +129,39 @@ def test_malformed_events_are_quarantined_and_acknowledged(env: dict[str, str], 
     assert json.loads(rows[0]["raw"])["eventType"].endswith("EmailDeliveryReportReceived")
 
 
-def test_megabyte_status_message_quarantined_truncated(env: dict[str, str]) -> None:
+def test_megabyte_status_message_is_kept_and_still_suppresses(env: dict[str, str]) -> None:
     event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
-    event["data"]["deliveryStatusDetails"]["statusMessage"] = "550 " + "x" * 1_048_576
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = "550 5.1.1 " + "x" * 1_048_576
+    assert record_event(event) is EventOutcome.RECORDED
+    view = services.lookups().message(event["data"]["messageId"])
+    (recipient,) = view["recipients"]
+    assert recipient["status"] == "bounced"
+    (entry,) = recipient["timeline"]
+    assert "cut to 16384 of 1048586 characters" in entry["notes"][0]
+    assert services.suppression_list().get(event["data"]["recipient"]) is not None
+
+
+def test_unencodable_status_message_is_stored_and_served(env: dict[str, str]) -> None:
+    event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = (
+        "550 5.1.1 gone \ud800 " + "😀" * 20_000
+    )
+    assert record_event(event) is EventOutcome.RECORDED
+    view = services.lookups().message(event["data"]["messageId"])
+    json.dumps(view).encode("utf-8")  # every later read serves it
+
+
+def test_huge_malformed_event_is_quarantined_within_the_property_limit(
+    env: dict[str, str],
+) -> None:
+    event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
+    del event["data"]["recipient"]
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = "😀" * 20_000 + "\ud800"
     assert record_event(event) is EventOutcome.QUARANTINED
     (row,) = services.message_store().quarantine_table.list_entities()
-    assert row["rawLength"] > 1_048_576
+    assert row["rawLength"] > 20_000
     assert len(row["raw"]) <= 30_000
+    assert row["raw"].isascii()
 
 
 def test_unknown_event_types_are_counted(env: dict[str, str]) -> None:

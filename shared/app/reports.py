@@ -122,7 +122,7 @@ class ReportRecorder:
         event_id = raw.get("id") if isinstance(raw, Mapping) else None
         event_type = raw.get("eventType") or raw.get("type") if isinstance(raw, Mapping) else None
         self.store.quarantine(
-            json.dumps(raw, default=str, ensure_ascii=False),
+            json.dumps(raw, default=str),  # ASCII: lone surrogates escaped, length = UTF-16 units
             reason,
             event_id if isinstance(event_id, str) else None,
             event_type if isinstance(event_type, str) else None,

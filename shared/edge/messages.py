@@ -548,7 +548,7 @@ class MessageStore:
 def _truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    marker = f"…[truncated {len(text) - limit} characters]"
+    marker = f"...[truncated {len(text) - limit} characters]"
     return text[: limit - len(marker)] + marker
 
 
