@@ -370,10 +370,11 @@ def test_one_storage_account_without_shared_keys() -> None:
         resolve(body(r)["name"], p)
         for p, _, r in of_type("Microsoft.Storage/storageAccounts/blobServices/containers")
     }
-    _, params = module_calls()["storage"]
-    assert {resolve(params["deadLetterContainerName"], MAIN), "app-package-${functionAppName}"} <= (
-        {resolve(c, MAIN) for c in containers}
-    )
+    # The deployment package's container (functionAppConfig) and the dead-letter container.
+    assert containers == {"app-package-${functionAppName}", "eventgrid-deadletters"}
+    assert parse(MAIN)["outputs"]["DEAD_LETTER_CONTAINER"]["value"] == "deadLetterContainerName"
+    site = one("Microsoft.Web/sites")["properties"]["functionAppConfig"]["deployment"]
+    assert site["storage"]["value"] == "${blobEndpoint}${deploymentContainerName}"
 
 
 # --- roles ---------------------------------------------------------------------------------
