@@ -154,4 +154,4 @@ def detect_stuck_deliveries(timer: func.TimerRequest) -> None:
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def check_health(req: func.HttpRequest) -> func.HttpResponse:
-    return web.reply(req, lambda: wiring.lookups().health())
+    return web.reply(req, wiring.health)

@@ -27,10 +27,6 @@ class Lookups:
         self.store = store
         self.alerts = alerts
 
-    def health(self) -> dict[str, str]:
-        self.store.ping()
-        return {"status": "ok", "storage": "ok"}
-
     def message(self, message_id: str) -> dict[str, Any]:
         message_id = message_id.strip()
         if not message_id or len(message_id) > MAX_ID_LENGTH:

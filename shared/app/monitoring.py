@@ -12,6 +12,8 @@ from shared.core.alerts import AddressMode, Alert, for_stuck_delivery
 from shared.core.status import Status
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.core.settings import Settings
     from shared.edge.alert_log import AlertLog
     from shared.edge.inflight import InFlight
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
     from shared.edge.senders import SenderHealth
 
 log = logging.getLogger(__name__)
+
+
+def health(ping: Callable[[], None]) -> dict[str, str]:
+    """200 when storage answers; Transient (→ 503) when it does not."""
+    ping()
+    return {"status": "ok", "storage": "ok"}
 
 
 class Monitoring:

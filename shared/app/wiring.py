@@ -160,6 +160,14 @@ def operators() -> Operators:
     return Operators(suppression_list(), sender_health())
 
 
+def health() -> dict[str, str]:
+    """The anonymous probe: no table is created, one short request is made."""
+    from shared.app.monitoring import health
+    from shared.edge.tables import ping
+
+    return health(lambda: ping(clients().table_service))
+
+
 def reset() -> None:
     """Forget every object (tests switch settings between cases)."""
     get_settings.cache_clear()

@@ -167,10 +167,6 @@ class MessageStore:
                 with suppress(ResourceExistsError):
                     table.create_table()
 
-    def ping(self) -> None:
-        with storage_errors():
-            next(iter(self.messages.query_entities("PartitionKey eq ''", results_per_page=1)), None)
-
     # --- writes -------------------------------------------------------------------------
 
     def record_delivery(self, report: DeliveryReport, classification: Classification) -> Recorded:
