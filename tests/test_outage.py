@@ -61,7 +61,7 @@ def silent_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _get(
-    route: str, handler: func.FunctionBuilder | object, **route_params: str
+    route: str, handler: Callable[[func.HttpRequest], func.HttpResponse], **route_params: str
 ) -> tuple[func.HttpResponse, float]:
     req = func.HttpRequest(
         "GET", f"http://127.0.0.1:7071/api/{route}", route_params=route_params, body=b""
