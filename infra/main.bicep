@@ -84,6 +84,11 @@ param sendRatePerMinute int = 30
 @minValue(1)
 param sendRatePerHour int = 100
 
+@secure()
+@minLength(32)
+@description('HMAC key of address hashes (ADDRESS_HASH_KEY), stored in Key Vault. azd generates it once and reads it back from the vault afterwards (main.parameters.json).')
+param addressHashKey string
+
 @description('Log Analytics retention, in days.')
 @minValue(30)
 @maxValue(730)
@@ -186,6 +191,18 @@ module eventGrid 'modules/eventgrid.bicep' = {
   }
 }
 
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    appPrincipalId: identity.outputs.principalId
+    addressHashKey: addressHashKey
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -223,6 +240,8 @@ var appSettings = {
   OUTCOME_EVENTS_TOPIC_ENDPOINT: eventGrid.outputs.outcomeEventsTopicEndpoint
   SEND_RATE_PER_MINUTE: string(sendRatePerMinute)
   SEND_RATE_PER_HOUR: string(sendRatePerHour)
+  // The HMAC key of address hashes, read from Key Vault with the app's identity.
+  ADDRESS_HASH_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.hashKeySecretUri})'
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -245,6 +264,7 @@ module functionApp 'modules/functionapp.bicep' = {
   dependsOn: [
     acsRole
     monitoring
+    keyVault
   ]
 }
 
@@ -256,6 +276,7 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_ID string = functionApp.outputs.id
 output FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STORAGE_ACCOUNT_ID string = storage.outputs.id
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = useExistingSystemTopic ? existingSystemTopicName : eventGrid.outputs.systemTopicName
 output EVENT_GRID_SYSTEM_TOPIC_RESOURCE_GROUP string = useExistingSystemTopic ? acsResourceGroupName : rg.name

@@ -55,6 +55,19 @@ def local_settings(root: Path = ROOT) -> dict[str, str]:
     return values
 
 
+def local_hash_key(data_dir: Path) -> str:
+    """This machine's ADDRESS_HASH_KEY: generated once, kept in the data folder (git-ignored),
+    so local hashes stay stable across runs and no two clones share a key."""
+    path = data_dir / "address-hash-key"
+    if not path.exists():
+        import secrets
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def uses_real_acs(values: Mapping[str, str]) -> bool:
     endpoint = values.get("ACS_ENDPOINT", "")
     return bool(values.get("ACS_CONNECTION_STRING")) or (
@@ -102,6 +115,8 @@ class Stack:
             "ALERTS_TOPIC_KEY": ALERTS_KEY,
         }
         env.pop("EMAIL_STORAGE_CONNECTION_STRING", None)
+        if not env.get("ADDRESS_HASH_KEY"):
+            env["ADDRESS_HASH_KEY"] = local_hash_key(self.data_dir or ROOT / ".local-data")
         if sandbox_port is not None:
             env |= {
                 "ACS_ENDPOINT": f"http://127.0.0.1:{sandbox_port}",

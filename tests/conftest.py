@@ -19,6 +19,9 @@ REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_EVENTS_DIR = REFERENCE_DIR / "acs-events"
 
 
+TEST_HASH_KEY = "test-address-hash-key-0123456789abcdef"
+
+
 def load_event(name: str) -> Any:
     """A recorded payload from tests/events/ (the Powertools way: one loader for every test)."""
     return json.loads((EVENTS_DIR / name).read_text())
@@ -52,6 +55,7 @@ def app_env(
     env = {
         "AzureWebJobsStorage": storage_connection_string,
         "TABLE_PREFIX": table_prefix,
+        "ADDRESS_HASH_KEY": TEST_HASH_KEY,
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

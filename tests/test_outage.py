@@ -16,6 +16,8 @@ import pytest
 import function_app
 from shared.app import wiring
 
+from .conftest import TEST_HASH_KEY
+
 ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
@@ -50,6 +52,7 @@ def silent_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     )
     monkeypatch.setenv("AzureWebJobsStorage", conn)
     monkeypatch.setenv("TABLE_PREFIX", "Outage")
+    monkeypatch.setenv("ADDRESS_HASH_KEY", TEST_HASH_KEY)
     wiring.reset()
     yield
     wiring.reset()

@@ -17,7 +17,7 @@ import function_app
 from shared.app import wiring as services
 from shared.app.reports import EventOutcome
 
-from .conftest import load_event
+from .conftest import TEST_HASH_KEY, load_event
 from .factories import delivery_event, engagement_event, record_event
 
 
@@ -183,6 +183,7 @@ def test_transient_storage_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> 
         "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
         "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
     )
+    monkeypatch.setenv("ADDRESS_HASH_KEY", TEST_HASH_KEY)
     services.reset()
     try:
         with pytest.raises(Transient):

@@ -12,6 +12,7 @@ import pytest
 from shared.core.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+KEY = "k" * 32
 # Wherever the module lives (it may move into a package), read the file that defines it.
 SETTINGS_FILE = Path(inspect.getsourcefile(load_settings) or "")
 # The Functions host's own storage setting family, which we read too (mixed case, `__` parts).
@@ -81,7 +82,9 @@ def test_every_setting_is_in_the_sample_and_the_readme() -> None:
 
 
 def test_defaults_load_with_only_storage() -> None:
-    settings = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    settings = load_settings(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ADDRESS_HASH_KEY": KEY}
+    )
     policy = settings.rate_policy()
     assert (policy.bounce.warning, policy.bounce.critical) == (5.0, 10.0)
     assert (policy.spam.warning, policy.spam.critical) == (0.1, 0.5)
@@ -99,6 +102,7 @@ def test_identity_based_storage_defaults_to_the_account_endpoints() -> None:
     settings = load_settings(
         {
             "AzureWebJobsStorage__accountName": "stemail",
+            "ADDRESS_HASH_KEY": KEY,
             "AzureWebJobsStorage__credential": "managedidentity",
             "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
         }
@@ -113,7 +117,9 @@ def test_identity_based_storage_defaults_to_the_account_endpoints() -> None:
 
 
 def test_system_assigned_identity_needs_only_the_account_name() -> None:
-    settings = load_settings({"AzureWebJobsStorage__accountName": "stemail"})
+    settings = load_settings(
+        {"AzureWebJobsStorage__accountName": "stemail", "ADDRESS_HASH_KEY": KEY}
+    )
     assert settings.storage_client_id is None
     assert settings.storage_queue_uri == "https://stemail.queue.core.windows.net"
 
@@ -122,6 +128,7 @@ def test_service_uris_override_the_defaults() -> None:
     settings = load_settings(
         {
             "AzureWebJobsStorage__accountName": "stemail",
+            "ADDRESS_HASH_KEY": KEY,
             "AzureWebJobsStorage__tableServiceUri": "https://stemail.table.core.chinacloudapi.cn/",
             "AzureWebJobsStorage__queueServiceUri": "https://q.example.net/",
         }
@@ -135,6 +142,7 @@ def test_other_settings_are_read() -> None:
     settings = load_settings(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "ADDRESS_HASH_KEY": KEY,
             "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x;IngestionEndpoint=y",
             "OUTCOME_EVENTS_TOPIC_ENDPOINT": "https://t.westeurope-1.eventgrid.azure.net/api/events",
         }
@@ -147,7 +155,11 @@ def test_other_settings_are_read() -> None:
 
 @pytest.mark.parametrize("removed", ["EMAIL_STORAGE_CONNECTION_STRING", "EMAIL_STORAGE_ACCOUNT"])
 def test_removed_storage_settings_say_why(removed: str) -> None:
-    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", removed: "anything"}
+    env = {
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "ADDRESS_HASH_KEY": KEY,
+        removed: "anything",
+    }
     with pytest.raises(SettingsError) as info:
         load_settings(env)
     message = str(info.value)
@@ -160,6 +172,7 @@ def test_empty_removed_settings_are_ignored() -> None:
     # Older local.settings.json files list them empty; empty means unset everywhere here.
     env = {
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "ADDRESS_HASH_KEY": KEY,
         "EMAIL_STORAGE_CONNECTION_STRING": "",
         "EMAIL_STORAGE_ACCOUNT": " ",
     }
@@ -172,6 +185,7 @@ def test_empty_removed_settings_are_ignored() -> None:
         (
             {
                 "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                "ADDRESS_HASH_KEY": KEY,
                 "AzureWebJobsStorage__accountName": "s",
             },
             "not both",
@@ -213,3 +227,27 @@ def test_every_problem_is_named_at_once() -> None:
     for name in [*env, "AzureWebJobsStorage", "AzureWebJobsStorage__accountName"]:
         assert name in message
     assert "storage is not set" in message
+
+
+@pytest.mark.parametrize("key", [None, "", "too-short"])
+def test_the_address_hash_key_is_required_and_long(key: str | None) -> None:
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    if key is not None:
+        env["ADDRESS_HASH_KEY"] = key
+    with pytest.raises(SettingsError, match="ADDRESS_HASH_KEY must be a secret of at least 32"):
+        load_settings(env)
+
+
+def test_address_hashes_are_keyed() -> None:
+    """A plain SHA-256 of an address is reversed by hashing a dictionary of likely addresses;
+    the HMAC differs per key and is not the plain hash."""
+    import hashlib
+
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ADDRESS_HASH_KEY": KEY}
+    one = load_settings(env).address_policy().fields("Bob@Example.com")["recipientHash"]
+    other_key = {**env, "ADDRESS_HASH_KEY": "z" * 32}
+    other = load_settings(other_key).address_policy().fields("bob@example.com")["recipientHash"]
+    assert one != other
+    assert one != hashlib.sha256(b"bob@example.com").hexdigest()[:32]
+    again = load_settings(env).address_policy().fields("bob@example.com ")["recipientHash"]
+    assert one == again  # compared as trimmed, lower-cased

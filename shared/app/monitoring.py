@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys
-from shared.core.alerts import AddressMode, Alert, for_stuck_delivery
+from shared.core.alerts import Alert, for_stuck_delivery
 from shared.core.status import Status
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Monitoring:
         self.in_flight = in_flight
         self.alerts = alerts
         self.senders = senders
-        self.address_mode = AddressMode(settings.alert_addresses)
+        self.shown = settings.address_policy()
 
     def publish_pending_alerts(self) -> int:
         return self.alerts.publish_pending()
@@ -81,5 +81,5 @@ class Monitoring:
             sent_at=row.get("sentAt"),
             minutes=int(row.get("afterMinutes", 0)),
             at=now,
-            mode=self.address_mode,
+            shown=self.shown,
         )

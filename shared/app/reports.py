@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.core.alerts import AddressMode, for_report, for_suppression
+from shared.core.alerts import for_report, for_suppression
 from shared.core.classification import Classification, Reason, classify
 from shared.core.errors import MalformedEvent
 from shared.core.events import DeliveryReport, EngagementReport, UnknownEvent, parse_event
@@ -84,7 +84,7 @@ class ReportRecorder:
         self.suppressions = suppressions
         self.alerts = alerts
         self.senders = senders
-        self.address_mode = AddressMode(settings.alert_addresses)
+        self.shown = settings.address_policy()
 
     def record(self, raw: Mapping[str, Any]) -> EventOutcome:
         try:
@@ -176,7 +176,7 @@ class ReportRecorder:
                     reason=reason,
                     origin=origin,
                     at=at or report.attempt_at,
-                    mode=self.address_mode,
+                    shown=self.shown,
                     message_id=report.message_id,
                     expires_at=expires_at,
                 )
@@ -251,7 +251,7 @@ class ReportRecorder:
             status=from_acs(report.acs_status).value,
             classification=classification,
             at=report.attempt_at,
-            mode=self.address_mode,
+            shown=self.shown,
         ):
             self.alerts.raise_alert(alert)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from shared.core.errors import AppError
 
 if TYPE_CHECKING:
+    from shared.core.alerts import AddressPolicy
     from shared.core.rates import RatePolicy
 
 
@@ -56,6 +57,9 @@ class Settings:
     # APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the app does not need to read).
     appinsights_connection_string: str | None
     alert_addresses: str  # hash | plain | omit: how alerts carry the recipient address
+    # The secret key of every address hash (alerts, events, erasure tombstones): HMAC-SHA256,
+    # so a dictionary of likely addresses cannot reverse a hash. Changing it changes them all.
+    address_hash_key: str
     # Sender reputation: hard-bounce and spam rates per sender domain over a sliding window.
     rate_window_minutes: int
     rate_min_volume: int  # recipients sent in the window before a rate is judged
@@ -73,6 +77,11 @@ class Settings:
     soft_bounce_suppress_hours: int
     # Status rows this instance wrote, kept in memory so the next report skips its read (0 = off).
     row_cache_mb: int
+
+    def address_policy(self) -> AddressPolicy:
+        from shared.core.alerts import AddressMode, AddressPolicy
+
+        return AddressPolicy(AddressMode(self.alert_addresses), self.address_hash_key.encode())
 
     def rate_policy(self) -> RatePolicy:
         from shared.core.rates import RatePolicy, Thresholds
@@ -201,6 +210,19 @@ def _storage(env: Mapping[str, str], problems: list[str]) -> _Storage:
     )
 
 
+MIN_SECRET_LENGTH = 32
+
+
+def _secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:
+    value = env.get(name, "").strip()
+    if len(value) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"{name} must be a secret of at least {MIN_SECRET_LENGTH} characters (make run "
+            "generates one locally; in Azure it is a Key Vault reference)"
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read settings from a mapping; raises SettingsError naming every bad or missing value."""
     problems: list[str] = []
@@ -233,6 +255,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         outcome_events_topic_endpoint=_opt(env, "OUTCOME_EVENTS_TOPIC_ENDPOINT"),
         appinsights_connection_string=_opt(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
         alert_addresses=env.get("ALERT_ADDRESSES", "").strip().lower() or "hash",
+        address_hash_key=_secret(env, "ADDRESS_HASH_KEY", problems),
         rate_window_minutes=_int(env, "RATE_WINDOW_MINUTES", 60, problems),
         rate_min_volume=_int(env, "RATE_MIN_VOLUME", 100, problems),
         bounce_rate_warning=_percent(env, "BOUNCE_RATE_WARNING", 5.0, problems),
