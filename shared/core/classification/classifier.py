@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from .codes import (
     CodeRule,
@@ -97,8 +98,7 @@ class Classification:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class TextAnalysis:
+class TextAnalysis(NamedTuple):  # a tuple, not a dataclass: hashed on every classification
     """What the status message alone says, before the ACS status is considered."""
 
     empty: bool  # nothing but whitespace and control characters
@@ -157,10 +157,17 @@ _BLOCKLIST_ACTION = (
 )
 
 
+@lru_cache(maxsize=256)
+def _status(acs_status: str | None) -> tuple[str, str]:
+    """The status as shown in notes, and as compared ("Filtered Spam" -> "filteredspam")."""
+    shown = "" if acs_status is None else _CONTROL.sub("", acs_status).strip()[:40]
+    return shown, _NOT_LETTERS.sub("", shown.lower())
+
+
 def classify(acs_status: str | None, status_message: str | None) -> Classification:
     message = "" if status_message is None else status_message[:MAX_CHARS]
-    shown = "" if acs_status is None else _CONTROL.sub("", acs_status).strip()[:40]
-    if _NOT_LETTERS.sub("", shown.lower()) in _SUCCESS:
+    shown, status = _status(acs_status)
+    if status in _SUCCESS:
         # A success needs only the reply's codes, not the phrasebook; and delivered replies
         # carry queue ids, so they are unique and would miss the cache anyway.
         return _decide(shown, _codes_only(message))

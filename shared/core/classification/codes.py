@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from types import MappingProxyType
+from typing import NamedTuple
 
 from .taxonomy import Reason
 
@@ -320,6 +321,7 @@ def _enhanced_index() -> dict[str, CodeRule]:
     return _index(ENHANCED_RULES)  # built on first use, not at import
 
 
+@lru_cache(maxsize=4096)
 def rule_for_enhanced(code: str) -> CodeRule | None:
     """The first ENHANCED_RULES row covering this code (e.g. "5.7.606"), if any."""
     cls, _, rest = code.partition(".")
@@ -370,8 +372,7 @@ def explain_enhanced_code(code: str) -> str | None:
 # --- Extraction ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Codes:
+class Codes(NamedTuple):  # a tuple, not a dataclass: it is hashed on every classification
     smtp: str | None  # basic reply code, e.g. "550"
     enhanced: str | None  # enhanced status code, e.g. "5.1.1"
 
@@ -390,8 +391,15 @@ _BASIC_CONTEXT = re.compile(r"(?:^|[;:=(\['\"#<>])[ \t'\"#<>]*$")
 _AFTER_BASIC = re.compile(r"[ \t\-]+([245])\.([0-7])\.(\d{1,3})(?!\w|\.\d)")
 
 
+# The usual shape, "550 5.1.1 ..." at the very start: the same answer as the scan below, sooner.
+_LEADING = re.compile(r"[ \t]*([245][0-5]\d)[ \t\-]+([245])\.([0-7])\.(\d{1,3})(?!\w|\.\d)")
+
+
 def extract_codes(text: str) -> Codes:
     """The first basic reply code and the enhanced code that goes with it, wherever they are."""
+    lead = _LEADING.match(text)
+    if lead is not None:
+        return Codes(lead.group(1), f"{lead.group(2)}.{lead.group(3)}.{int(lead.group(4))}")
     smtp: str | None = None
     enhanced: str | None = None
     for m in _BASIC.finditer(text):

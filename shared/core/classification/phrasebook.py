@@ -33,6 +33,7 @@ rows are the usual wordings of localised servers in each language.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -45,8 +46,14 @@ WORDS = re.compile(r"[^\W\d_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
+# ASCII digits, punctuation and controls to spaces: the fast path for ASCII texts.
+_ASCII_NOT_LETTERS = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalpha()})
+
+
 def prose_of(text: str) -> str:
     """The words of a lower-cased text, single-spaced, with a space at each end."""
+    if text.isascii():
+        return " " + " ".join(text.translate(_ASCII_NOT_LETTERS).split()) + " "
     return " " + " ".join(WORDS.findall(text)) + " "
 
 
@@ -378,7 +385,7 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("mta.rejected", R.rejected, MTA, "sender address", "envelope sender domain must exist",
           "domain of sender", "from address", "sender domain", "sender has no", "sender rejected",
           "sender denied", "sender is rejected", "invalid sender", "invalid from", "from domain",
-          "invalid mail from", "mail from address", "sender email", "sender unknown",
+          "invalid mail from", "sender email", "sender unknown",
           "unknown sender", "sender is unknown", "unroutable sender", "unrouteable sender",
           "envelope blocked", "domain based", "sender address blocked", "no valid mx for your",
           "invalid dns mx", "from address",
@@ -723,45 +730,66 @@ RULES: tuple[PhraseRule, ...] = (
 )
 # fmt: on
 
-# The prefilter's index. Testing ~800 needles one by one costs more than the rest of a
-# classification, so each needle is filed under its first word's first four letters (the whole
-# word if shorter; CJK needles under their first character). The prose's words give the keys to
-# look up: only the needles filed there are tested, and only their rules tried. Exact by
-# construction: a needle that occurs starts at a word whose first four letters are its key.
+# The prefilter's index. Testing ~900 needles one by one costs more than the rest of a
+# classification, so each needle is filed under one key, and only the needles filed under the
+# prose's keys are tested (and only their rules tried). The prose's keys are its words and their
+# first four and first six letters. A needle is filed under its most telling whole word (every
+# whole word of a needle that occurs is a word of the prose) or its last word's start (the
+# first six letters, or four, of a word of the prose), else under its first word's first four
+# letters (the whole word if shorter: see _needle); CJK needles under their first character.
+# Exact by construction: a needle that occurs has its key among the prose's keys.
 
-_Index = dict[str, tuple[tuple[str, tuple[int, ...]], ...]]
+# Words too common to make a telling key (they would make every message test many needles).
+_COMMON = frozenset(
+    "a an the to of is in on by for from with this that your you be been has have was were are "
+    "not no do does t s e mail email message messages user recipient address sender mailbox "
+    "domain server service delivery access rejected denied blocked too many please try again "
+    "later invalid".split()
+)
+
+_Index = dict[str, tuple[tuple[str, int], ...]]
+
+
+_FIRST_FOUR = operator.itemgetter(slice(0, 4))
+_FIRST_SIX = operator.itemgetter(slice(0, 6))
 
 
 def _key(needle: str) -> str:
-    return needle[0] if not needle.startswith(" ") else needle[1:].split(" ", 1)[0][:4]
+    if not needle.startswith(" "):
+        return needle[0]
+    words = needle.split()
+    whole = words if needle.endswith(" ") else words[:-1]
+    keys = [w for w in whole if w not in _COMMON]
+    last = words[-1]
+    if not needle.endswith(" ") and len(last) >= 4 and last not in _COMMON:
+        # A word's start: the prose's keys hold every word's first four and first six letters.
+        keys.append(last[:6] if len(last) >= 6 else last[:4])
+    if keys or whole:
+        return max(keys or whole, key=len)
+    return words[0][:4]
 
 
 @cache
-def _index() -> _Index:
+def _index() -> tuple[_Index, frozenset[str]]:
     """Built on first use, not at import (cold starts pay for imports)."""
-    rules_of: dict[str, list[int]] = {}
+    grouped: dict[str, list[tuple[str, int]]] = {}
     for i, rule in enumerate(RULES):
         for n in rule.needles:
-            rules_of.setdefault(n, []).append(i)
-    grouped: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-    for n, rules in rules_of.items():
-        grouped.setdefault(_key(n), []).append((n, tuple(rules)))
-    return {k: tuple(v) for k, v in grouped.items()}
+            grouped.setdefault(_key(n), []).append((n, i))
+    index = {k: tuple(v) for k, v in grouped.items()}
+    return index, frozenset(index)
 
 
 def first_match(prose: str, raw: str, codes: tuple[str | None, str | None]) -> PhraseRule | None:
     """The first rule in RULES order that matches: the same result as trying each in turn."""
-    index = _index()
-    keys = {w[:4] for w in prose.split()}
+    index, index_keys = _index()
+    words = prose.split()
+    keys = {*words, *map(_FIRST_FOUR, words), *map(_FIRST_SIX, words)}
     if not prose.isascii():
         keys.update(prose)  # CJK needles are filed under one character
-    candidates: set[int] = set()
-    for key in keys:
-        filed = index.get(key)
-        if filed is not None:
-            for needle, rules in filed:
-                if needle in prose:
-                    candidates.update(rules)
+    candidates = [i for key in index_keys.intersection(keys) for n, i in index[key] if n in prose]
+    if not candidates:
+        return None
     for i in sorted(candidates):
         if RULES[i].confirms(prose, raw, codes):
             return RULES[i]
