@@ -52,7 +52,7 @@ from .codes import (
     rule_for_smtp,
 )
 from .phrasebook import PhraseRule, first_match, prose_of
-from .taxonomy import KNOWN_ACS_STATUSES, REASONS, BounceType, Confidence, Reason
+from .taxonomy import REASONS, BounceType, Confidence, Reason
 
 MAX_CHARS = 8192  # the first 8 KB is read; the rest of a status message is ignored
 

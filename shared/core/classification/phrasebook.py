@@ -165,7 +165,8 @@ RULES: tuple[PhraseRule, ...] = (
           "wasn't sent over a tls connection", "was not sent over a tls connection"),
     _rule("gmail.badreputation.unsolicited", R.badreputation, GMAIL,
           "unusual rate of unsolicited mail"),
-    _rule("mta.badreputation", R.badreputation, MTA, "reputation", "spam sender", "suspected spammer",
+    _rule("mta.badreputation", R.badreputation, MTA, "reputation", "spam sender",
+          "suspected spammer",
           "known spammer",
           regex=r" (?:poor|low|bad) reputation| ip reputation| reputation of the sending"
                 r"| sender reputation| reputation is too low| (?:suspected |known )?spam sender"
@@ -221,7 +222,8 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("postfix.speeding", R.speeding, POSTFIX, "too much mail from"),
     _rule("mta.speeding", R.speeding, MTA, "sending rate", "too many messages", "trop de messages",
           "rate limit", "message rate", "receive limit", "excessive volume", "too many recent",
-          "too many mails", "too many emails", "per hour", "hourly", "too fast", "slow down", "slower",
+          "too many mails", "too many emails", "per hour", "hourly", "too fast", "slow down",
+          "slower",
           regex=r" sending rate (?:is )?(?:too high|exceeded)| too many (?:recent )?(?:e ?mails"
                 r"|messages)(?! on the server| in)| trop de messages| rate limit(?:ed)? exceeded"
                 r"| exceeded (?:\w+ )?(?:message )?rate limit| message rate| receive limit"
@@ -324,11 +326,13 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("ms.userunknown.banned", R.userunknown, MS, "banned recipient"),
     _rule("ms.blocked.recipient", R.blocked, MS, "access denied rejected by recipient"),
     _rule("ms.filtered.resolver", R.filtered, MS, "resolver rst", "delivery restriction"),
-    _rule("ms.filtered.group", R.filtered, MS, "allowed senders list", "sender not authenticated for",
+    _rule("ms.filtered.group", R.filtered, MS, "allowed senders list",
+          "sender not authenticated for",
           "sender was not authenticated"),
     _rule("mimecast.filtered", R.filtered, MIME, "blocked senders", "user entry"),
     _rule("mta.filtered", R.filtered, MTA, "not authorized to send to", "not allowed to send to",
-          "has blocked", "blocked by the recipient", "recipient address rejected access denied", "blocked by recipient", "rejected by recipient",
+          "has blocked", "blocked by the recipient", "recipient address rejected access denied",
+          "blocked by recipient", "rejected by recipient",
           "refuses mail from", "mail filter", "allowed senders", "refused to receive",
           "message filtered", "delivery restricted", "restricted by policy",
           "rejected by the destination", "rejected by destination", "delivery not authorized",
@@ -340,7 +344,8 @@ RULES: tuple[PhraseRule, ...] = (
                 r" (?:the )?recipient| rejected by recipient| refuses mail from| mail filter"
                 r"| allowed senders| refused to receive| message filtered| delivery restricted"
                 r"| restricted by policy| (?:mail|message) (?:is |was )?rejected by (?:the )?"
-                r"(?:recipient|destination)| delivery not authorized (?!message refused)| (?:not accepting|does not accept|doesn t accept)"
+                r"(?:recipient|destination)| delivery not authorized (?!message refused)"
+                r"| (?:not accepting|does not accept|doesn t accept)"
                 r" (?:e ?)?mails? (?:with|from|in|containing) "),
     # --- Sender refusals first among blocks: "banned sender", group non-members, callouts ------
     _rule("groups.rejected", R.rejected, GROUPS, "permission to post", "not a member",
@@ -348,8 +353,10 @@ RULES: tuple[PhraseRule, ...] = (
           "not subscribed", "post messages to", "posting to", "keine berechtigung",
           "nicht berechtigt", "autorisation de", "pas autoris", "permiso para",
           "autorizzazione", "permissão para", "toestemming", "uprawnie", "нет прав",
-          "не являетесь", "投稿する権限", "権限がありません", "发帖", "没有权限", "無權", "沒有權限",
-          regex=r" permission to post| not a member(?! of domain)| non ?member| members only| only members"
+          "не являетесь", "投稿する権限", "権限がありません", "发帖", "没有权限", "無權",
+          "沒有權限",
+          regex=r" permission to post| not a member(?! of domain)| non ?member| members only"
+                r"| only members"
                 r"| not allowed to post| not subscribed| keine berechtigung| nicht berechtigt"
                 r"| autorisation de (?:publier|poster|diffuser)| pas autoris[ée]e? (?:à|a) "
                 r"(?:publier|poster)| permiso para (?:publicar|enviar)| autorizzazione (?:a|per)"
@@ -372,14 +379,16 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("orange.ratelimited", R.ratelimited, FR, "service refus",
           raw=r"service refus.{0,60}(?:plus tard|later)"),
     _rule("orange.blocked.refused", R.blocked, FR, "service refus"),
-    _rule("mta.blocked", R.blocked, MTA, "client host", "ip blocked", "your ip", "ip address", "host",
+    _rule("mta.blocked", R.blocked, MTA, "client host", "ip blocked", "your ip", "ip address",
+          "host",
           "connection refused by policy", "access from ip", "not accepting connections",
           "service denied", "bypassing", "abuse", "policy rejection", "ip based", "client",
           regex=r" client host (?:\w+ )?(?:rejected|blocked|refused)| (?:ip|ip address|host)"
                 r" (?:\S+ )?(?:has been |is )?(?:blocked|banned|blacklisted|denied)"
                 r"| connection refused by policy| access from ip address .{0,40}blocked"
                 r"| not accepting connections| service denied| bypassing"
-                r"| (?:blocked|rejection|banned) for abuse| policy rejection abuse| (?:ip|client) (?:\w+ )?based"
+                r"| (?:blocked|rejection|banned) for abuse| policy rejection abuse"
+                r"| (?:ip|client) (?:\w+ )?based"
                 r"| client (?:ip )?(?:\S+ )?(?:blocked|banned|rejected)"),
     # --- The envelope sender is refused ----------------------------------------------------------
     _rule("mta.rejected", R.rejected, MTA, "sender address", "envelope sender domain must exist",
@@ -441,7 +450,8 @@ RULES: tuple[PhraseRule, ...] = (
           "mail file", "mailbox size", "space", "overquota", "too many messages on",
           "too much mail", "mailbox exceeds", "exceeds allowed size", "disk space",
           regex=r" (?:mailbox|mail box|inbox|mailfolder|mail folder|account|box|maildir|folder)"
-                r" (?:\S+ ){0,4}?(?:is )?(?:currently |temporarily )?full| full mailbox| mailbox full"
+                r" (?:\S+ ){0,4}?(?:is )?(?:currently |temporarily )?full| full mailbox"
+                r"| mailbox full"
                 r"| inbox is out of storage| out of storage space| over ?quota| quota"
                 r"| storage (?:allocation|space|full|limit)| file too large"
                 r"| mail ?file (?:size|quota|is full)| user s? (?:mailbox )?is full"
@@ -454,14 +464,14 @@ RULES: tuple[PhraseRule, ...] = (
           regex=r" postfach (?:des empfängers )?(?:ist )?(?:voll|überfüllt)| speicherplatz"
                 r"| zu ?viele mails| speicher (?:\w+ )?(?:voll|überschritten)"),
     _rule("es.mailboxfull", R.mailboxfull, ES, "buzón", "buzon", "casilla", "cuota", "espacio",
-          regex=r" (?:buz[oó]n|casilla) (?:de correo )?(?:\w+ )?(?:est[aá] )?(?:lleno|llena)"
+          regex=r" (?:buz[oó]n|casilla) (?:\w+ ){0,3}(?:est[aá] )?(?:lleno|llena)"
                 r"| cuota (?:excedida|superada)| (?:excede|super[oó]) (?:la |su )?cuota"
                 r"| espacio en (?:casilla|buz[oó]n)| sin espacio| espacio insuficiente"),
     _rule("it.mailboxfull", R.mailboxfull, IT, "casella", "mailbox piena", "quota superata",
-          "spazio", regex=r" casella (?:di posta )?(?:\w+ )?(?:è )?piena| mailbox piena"
+          "spazio", regex=r" casella (?:\w+ ){0,4}(?:è )?piena| mailbox piena"
                           r"| quota superata| spazio (?:esaurito|insufficiente)"),
     _rule("pt.mailboxfull", R.mailboxfull, PT, "caixa", "cota", "quota excedida", "sem espaço",
-          regex=r" caixa (?:postal |de correio |de entrada )?(?:\w+ )?(?:est[aá] )?(?:cheia"
+          regex=r" caixa (?:\w+ ){0,4}(?:est[aá] )?(?:cheia"
                 r"|lotada)| cota (?:excedida|esgotada)| quota excedida| sem espa[çc]o"),
     _rule("nl.mailboxfull", R.mailboxfull, NL, "mailbox is vol", "mailbox vol", "postvak",
           "quotum", "opslaglimiet",
@@ -512,7 +522,7 @@ RULES: tuple[PhraseRule, ...] = (
                 r"| due to inactivity| compte .{0,20}(?:désactivé|suspendu|inactif)"
                 r"| (?:gesperrt|deaktiviert)| suspend "),
     _rule("es.suspend", R.suspend, ES, "cuenta", "buzón", "buzon", "casilla", "falta de uso",
-          regex=r" (?:cuenta|buz[oó]n|casilla|usuario) (?:\w+ )?(?:est[aá] |ha sido |ha )?"
+          regex=r" (?:cuenta|buz[oó]n|casilla|usuario) (?:\w+ ){0,3}(?:est[aá] |ha sido |ha )?"
                 r"(?:desactivad[ao]|suspendid[ao]|deshabilitad[ao]|inactiv[ao]|bloquead[ao]"
                 r"|expirado)| falta de uso"),
     _rule("it.suspend", R.suspend, IT, "account", "casella", "utente",
@@ -528,7 +538,7 @@ RULES: tuple[PhraseRule, ...] = (
           regex=r" (?:konto|skrzynka) (?:\w+ )?(?:jest |zosta[lł]o |zosta[lł]a )?"
                 r"(?:zablokowan|zawieszon|nieaktywn|wy[lł][aą]czon|niedost[eę]pn)"),
     _rule("ru.suspend", R.suspend, RUL, "заблокирован", "отключен", "приостановлен",
-          "неактивн", "ящик", "аккаунт"),
+          "неактивн"),
     _rule("cjk.suspend", R.suspend, f"{JA}; {ZH}", "利用停止", "停止されて", "無効になって",
           "無効です", "冻结", "凍結", "停用", "已禁用", "被禁用"),
     # --- Given up after retrying (before network: the last error is often a connection) ------
@@ -538,7 +548,8 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("qmail.expired", R.expired, QMAIL, "in the queue too long"),
     _rule("mta.expired", R.expired, MTA, "expired", "too long in queue", "delivery attempts",
           "retry", "retries", "queue period", "not collected",
-          "delayed", "delay", "unable to deliver", "attempts", "not been collected", "will continue",
+          "delayed", "delay", "unable to deliver", "attempts", "not been collected",
+          "will continue",
           "time limit", "maximum time",
           regex=r" expired| too long in queue| (?:exceeded|maximum|max|after) (?:\w+ )?"
                 r"(?:delivery )?(?:attempts|retries)| (?:retry|retries|retrying) (?:\w+ )?"
@@ -614,7 +625,8 @@ RULES: tuple[PhraseRule, ...] = (
                 r"| all recipients are invalid| recipients are invalid| no longer on"
                 r"| user (?:not a member of domain|(?:\S+ ){0,4}not ok)| addressee unknown"
                 r"| (?:user|recipient) path no exist"),
-    _rule("fr.userunknown", R.userunknown, FR, "inconnu", "invalide", "n existe pas", "n existe plus",
+    _rule("fr.userunknown", R.userunknown, FR, "inconnu", "invalide", "n existe pas",
+          "n existe plus",
           regex=r" (?:utilisateur|destinataire|adresse|boite|boîte|compte)\b.{0,30}(?:inconnue?"
                 r"|invalide)| n existe (?:pas|plus)"),
     _rule("de.userunknown", R.userunknown, GMX, "unbekannt", "existiert nicht",
@@ -643,7 +655,8 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("ru.userunknown", R.userunknown, RUL, "не найден", "не существует", "нет такого",
           "несуществующ", "неизвестн", "такого ящика"),
     _rule("cjk.userunknown", R.userunknown, f"{JA}; {ZH}", "存在しません", "存在しない",
-          "宛先不明", "見つかりません", "不存在", "无此用户", "無此用戶", "查无此人", "无效的收件人",
+          "宛先不明", "見つかりません", "不存在", "无此用户", "無此用戶", "查无此人",
+          "无效的收件人",
           "無效的收件人"),
     # --- Network, system and protocol failures ------------------------------------------------
     _rule("ms.networkerror", R.networkerror, MS, "did not accept our requests to connect"),
@@ -741,11 +754,15 @@ RULES: tuple[PhraseRule, ...] = (
 
 # Words too common to make a telling key (they would make every message test many needles).
 _COMMON = frozenset(
-    "a an the to of is in on by for from with this that your you be been has have was were are "
-    "not no do does t s e mail email message messages user recipient address sender mailbox "
-    "domain server service delivery access rejected denied blocked too many please try again "
-    "later invalid".split()
-)
+    {
+        "a", "an", "the", "to", "of", "is", "in", "on", "by", "for", "from", "with", "this",
+        "that", "your", "you", "be", "been", "has", "have", "was", "were", "are", "not", "no",
+        "do", "does", "t", "s", "e", "mail", "email", "message", "messages", "user", "recipient",
+        "address", "sender", "mailbox", "domain", "server", "service", "delivery", "access",
+        "rejected", "denied", "blocked", "too", "many", "please", "try", "again", "later",
+        "invalid",
+    }
+)  # fmt: skip
 
 _Index = dict[str, tuple[tuple[str, int], ...]]
 
