@@ -667,9 +667,11 @@ RULES: tuple[PhraseRule, ...] = (
     _rule("mta.networkerror", R.networkerror, MTA, "connect", "connection", "timed out", "timeout",
           "no route to host", "unreachable", "read error",
           "lost connection", "connection dropped", "is broken", "dns", "conversation",
+          "refused connection", "refused the connection", "refused our connection",
           regex=r" connection (?:\w+ ){0,2}(?:timed out|refused|reset|dropped|lost|closed|broken"
                 r"|is broken)| timed out| (?:failed|unable|could not|can t) (?:to )?connect"
                 r"| could not initiate smtp conversation| connect to | no route to host"
+                r"| refused (?:the |our )?connections?"
                 r"| unreachable| read error| lost connection"
                 r"| establish an smtp connection| dns (?:error|failure|lookup|temporary|server"
                 r" failure)| timeout| is broken"),
