@@ -54,6 +54,8 @@ from .codes import (
 from .phrasebook import PhraseRule, first_match, prose_of
 from .taxonomy import REASONS, BounceType, Confidence, Reason
 
+_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (the hot path)
+
 MAX_CHARS = 8192  # the first 8 KB is read; the rest of a status message is ignored
 
 # C0 and C1 control characters other than tab, line feed and carriage return.
@@ -114,13 +116,12 @@ def analyse_text(message: str) -> TextAnalysis:
         return TextAnalysis(True, Codes(None, None), None, None)
     codes = extract_codes(text)
     lower = text.lower()
-    phrase = first_match(prose_of(lower), lower, (codes.enhanced, codes.smtp))
-    code_rule = None
-    if codes.enhanced is not None:
-        code_rule = rule_for_enhanced(codes.enhanced)
-    if code_rule is None and codes.smtp is not None:
-        code_rule = rule_for_smtp(codes.smtp)
-    return TextAnalysis(False, codes, phrase, code_rule)
+    phrase = first_match(prose_of(lower), lower, (codes[1], codes[0]))
+    smtp, enhanced = codes
+    code_rule = None if enhanced is None else rule_for_enhanced(enhanced)
+    if code_rule is None and smtp is not None:
+        code_rule = rule_for_smtp(smtp)
+    return _new(TextAnalysis, (False, codes, phrase, code_rule))  # NamedTuple, minus its __new__
 
 
 # At most 1024 x 8 KB held; real status messages are a few hundred bytes and repeat a lot.

@@ -377,6 +377,9 @@ class Codes(NamedTuple):  # a tuple, not a dataclass: it is hashed on every clas
     enhanced: str | None  # enhanced status code, e.g. "5.1.1"
 
 
+_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (the hot path)
+
+
 # An enhanced code: class 2/4/5, subject 0-7, detail up to three digits. Not preceded by a word
 # character, a dot or a slash (so not the tail of an IP, a version or a URL path), not followed
 # by a word character or ".digit" (so not the head of one): 203.0.113.5, 4.94.2, 4.16.55.1,
@@ -399,7 +402,8 @@ def extract_codes(text: str) -> Codes:
     """The first basic reply code and the enhanced code that goes with it, wherever they are."""
     lead = _LEADING.match(text)
     if lead is not None:
-        return Codes(lead.group(1), f"{lead.group(2)}.{lead.group(3)}.{int(lead.group(4))}")
+        smtp_code, cls, subject, detail = lead.groups()
+        return _new(Codes, (smtp_code, f"{cls}.{subject}.{int(detail)}"))
     smtp: str | None = None
     enhanced: str | None = None
     for m in _BASIC.finditer(text):
