@@ -1,4 +1,4 @@
-"""Classifications per second over the test corpora: cold (text cache cleared every call) and cached.
+"""Classifications per second over the test corpora: cold (text cache cleared each call) and cached.
 
 `classifications_per_s` clears the text-analysis cache before every call, so every message is
 read from scratch (codes, phrasebook, code tables); the small cache of finished results, keyed
