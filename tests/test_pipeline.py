@@ -260,6 +260,13 @@ def test_explain_endpoint(env: dict[str, str]) -> None:
     assert data["reason"] == "mailboxfull"
     assert data["bounceType"] == "soft"
     assert get("explain").status_code == 400
+    bogus = get("explain", {"status": "Bogus", "message": "550 5.1.1 no such user"})
+    assert bogus.status_code == 400
+    (problem,) = body(bogus)["errors"]
+    assert problem["field"] == "status"
+    assert "Delivered" in problem["message"]
+    assert "FilteredSpam" in problem["message"]
+    assert get("explain", {"status": "filtered_spam"}).status_code == 200
 
 
 def test_health(env: dict[str, str]) -> None:

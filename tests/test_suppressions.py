@@ -181,3 +181,26 @@ def test_soft_bounce_streak_can_be_turned_off(
     for n in range(4):
         record_event(_soft("full@example.org", 100 - n))
     assert services.suppression_list().get("full@example.org") is None
+
+
+def test_a_doubtful_hard_bounce_suppresses_only_when_it_repeats(env: dict[str, str]) -> None:
+    """Bounced with no reply text is hard but low confidence: no suppression on one report,
+    a temporary one after a streak of them (SOFT_BOUNCE_STREAK, 3)."""
+    from datetime import UTC, datetime
+
+    from .factories import BASE
+
+    def doubtful(seconds_ago: float) -> dict[str, Any]:
+        offset = (datetime.now(UTC) - BASE).total_seconds() - seconds_ago
+        event = delivery_event(str(uuid.uuid4()), "maybe@example.net", "Bounced", offset)
+        event["data"]["deliveryStatusDetails"] = {}
+        return event
+
+    record_event(doubtful(300))
+    record_event(doubtful(200))
+    assert services.suppression_list().get("maybe@example.net") is None
+    record_event(doubtful(100))
+    state = services.suppression_list().get("maybe@example.net")
+    assert state is not None
+    assert state["reason"] == "softbouncestreak"
+    assert state["expiresAt"]  # temporary, not the permanent list

@@ -3,13 +3,14 @@ bounce text means. Each reads the request's parameters, asks the edge, and shape
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import views
 from shared.core.alerts import HISTORY_DAYS, HISTORY_DEFAULT_DAYS
-from shared.core.classification import classify
+from shared.core.classification import KNOWN_ACS_STATUSES, classify
 from shared.core.errors import InvalidInput, NotFound, Problem
 from shared.core.events import MAX_ADDRESS_LENGTH, MAX_ID_LENGTH
 from shared.core.paging import NOT_OURS, encode_token, is_table_token
@@ -102,5 +103,12 @@ def explain(query: Mapping[str, str]) -> dict[str, Any]:
     message = params.text("message", MAX_EXPLAIN_TEXT)
     if not status and not message and not params.problems:
         params.problems.append(Problem("message", "give a status message and/or an ACS status"))
+    known = {_letters(s) for s in KNOWN_ACS_STATUSES}  # as the classifier reads a status
+    if status and _letters(status) not in known:
+        params.problems.append(Problem("status", f"one of {', '.join(KNOWN_ACS_STATUSES)}"))
     params.check()
     return classify(status, message).to_json()
+
+
+def _letters(status: str) -> str:
+    return re.sub(r"[^a-z]", "", status.lower())  # "Filtered Spam", "FILTERED_SPAM" → filteredspam

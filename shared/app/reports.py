@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.alerts import for_report, for_suppression
-from shared.core.classification import Classification, Reason, classify
+from shared.core.classification import Classification, Confidence, Reason, classify
 from shared.core.errors import MalformedEvent
 from shared.core.events import DeliveryReport, EngagementReport, UnknownEvent, parse_event
 from shared.core.rates import Counts, domain_of
@@ -185,11 +185,14 @@ class ReportRecorder:
             log.info("suppressed: message=%s reason=%s", report.message_id, reason)
 
     def _in_streak(self, classification: Classification) -> bool:
-        return (
-            classification.bounce_type == "soft"
-            and classification.reason in _STREAK_REASONS
-            and self.settings.soft_bounce_streak > 0
-        )
+        """Soft bounces about the address count toward a streak, and so does a hard bounce we
+        are not sure of (low confidence: a generic code decided): it suppresses only when it
+        repeats, never on one doubtful reply."""
+        if self.settings.soft_bounce_streak <= 0:
+            return False
+        if classification.bounce_type == "hard":
+            return classification.confidence is Confidence.low
+        return classification.bounce_type == "soft" and classification.reason in _STREAK_REASONS
 
     def _note_soft_bounce(self, report: DeliveryReport, classification: Classification) -> None:
         """SOFT_BOUNCE_STREAK soft bounces within the window, with no delivery to the address
