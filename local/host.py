@@ -59,6 +59,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
+from croniter import CroniterBadDateError, croniter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -197,99 +198,73 @@ class Schedule(Protocol):
     def next_after(self, moment: datetime) -> datetime: ...
 
 
-_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-# (field, lowest, highest, names): NCRONTAB with seconds, the form Azure timer triggers take.
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("second", 0, 59, {}),
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day", 1, 31, {}),
-    ("month", 1, 12, {n: i for i, n in enumerate(_MONTH_NAMES, start=1)}),
-    ("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)}),  # 0 and 7 are Sunday
-)
+# Names NCrontab knows; croniter knows the same ones, and these let us check range order.
+_CRON_NAMES = {
+    name: number
+    for names, first in (
+        (("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1),
+        (("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 0),
+    )
+    for number, name in enumerate(names, start=first)
+}
+_CRON_TOKEN = re.compile(r"\*|\d+|[A-Za-z]{3}")
 
 
-def _cron_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
-    def value(token: str) -> int:
-        if token.upper() in names:
-            return names[token.upper()]
-        if token.isdigit():
-            return int(token)
-        raise ValueError(f"{name}: {token!r} is not a number or a known name")
+def _cron_number(token: str) -> int | None:
+    """A number or a month/day name as its number; None for `*`."""
+    return int(token) if token.isdigit() else _CRON_NAMES.get(token.upper())
 
-    values: set[int] = set()
-    for part in text.split(","):
-        base, slash, step_text = part.partition("/")
-        if slash and not step_text.isdigit():
-            raise ValueError(f"{name}: bad step in {part!r}")
-        step = int(step_text) if slash else 1
-        if step < 1:
-            raise ValueError(f"{name}: step must be positive in {part!r}")
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = value(first), value(last)
-        else:
-            start = value(base)
-            end = high if slash else start  # `5/15` means from 5 to the end, every 15
-        if not low <= start <= end <= high:
-            raise ValueError(f"{name}: {part!r} outside {low}-{high} or reversed")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+
+def _ncrontab_fields(expression: str) -> list[str]:
+    """The six fields, checked against what NCrontab (the Functions timer's parser) accepts.
+
+    croniter reads more than NCrontab: `L`, `W`, `#`, `?`, `H`, `@daily`, a seventh (year)
+    field and wrapping ranges such as `5-1`. A schedule the real host would refuse must fail
+    here too, so those are turned away before croniter sees the expression.
+    """
+    fields = expression.split()
+    if len(fields) == 5:  # the WebJobs CronSchedule reads five fields as classic cron: second 0
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(
+            f"NCRONTAB needs 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} "
+            f"{{day-of-week}}), got {expression!r}"
+        )
+    for text in fields:
+        for part in text.split(","):
+            ends = part.partition("/")[0].split("-")
+            if len(ends) > 2 or not all(_CRON_TOKEN.fullmatch(end) for end in ends):
+                raise ValueError(f"{text!r} in {expression!r}: not NCRONTAB")
+            low, high = (_cron_number(end) for end in (ends[0], ends[-1]))
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{text!r} in {expression!r}: reversed range")
+    return fields
 
 
 @dataclass(frozen=True)
 class CronSchedule:
+    """NCRONTAB, seconds first (`0 */5 * * * *`), as Azure Functions timer triggers take it."""
+
     expression: str
-    seconds: frozenset[int]
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
+    fields: str  # the six fields croniter reads
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
-        parts = expression.split()
-        if len(parts) == 5:  # classic cron without seconds: fire at second 0
-            parts = ["0", *parts]
-        if len(parts) != 6:
-            raise ValueError(
-                f"NCRONTAB needs 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} "
-                f"{{day-of-week}}), got {expression!r}"
-            )
-        fields = [_cron_field(p, *spec) for p, spec in zip(parts, _CRON_FIELDS, strict=True)]
-        seconds, minutes, hours, days, months, weekdays = fields
-        return cls(
-            expression, seconds, minutes, hours, days, months, frozenset(d % 7 for d in weekdays)
-        )
+        schedule = cls(expression, " ".join(_ncrontab_fields(expression)))
+        schedule._iterator(datetime.now(UTC))  # croniter's own checks: ranges, names, steps
+        return schedule
+
+    def _iterator(self, start: datetime) -> croniter:
+        # day_or=False: NCrontab wants day-of-month AND day-of-week to match when both are
+        # restricted (Vixie cron, croniter's default, ORs them).
+        return croniter(self.fields, start, day_or=False, second_at_beginning=True)
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first whole second strictly after `moment` that matches every field.
-
-        Day-of-month and day-of-week must *both* match, as in NCrontab (Vixie cron ORs them
-        when both are restricted).
-        """
-        t = moment.replace(microsecond=0) + timedelta(seconds=1)
-        horizon = t.year + 10  # enough for any 29 February; beyond it the schedule never fires
-        while t.year <= horizon:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(
-                    day=1
-                )
-            elif t.day not in self.days or (t.weekday() + 1) % 7 not in self.weekdays:
-                t = t.replace(hour=0, minute=0, second=0) + timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0, second=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t = t.replace(second=0) + timedelta(minutes=1)
-            elif t.second not in self.seconds:
-                t += timedelta(seconds=1)
-            else:
-                return t
-        raise ValueError(f"schedule {self.expression!r} never fires")
+        """The first whole second strictly after `moment` that matches every field."""
+        try:
+            return self._iterator(moment).get_next(datetime)
+        except CroniterBadDateError:  # croniter looks 50 years ahead, then gives up
+            raise ValueError(f"schedule {self.expression!r} never fires") from None
 
 
 @dataclass(frozen=True)

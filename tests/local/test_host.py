@@ -437,9 +437,30 @@ def test_ncrontab_next_occurrence(expression: str, after: str, expected: str) ->
 
 
 @pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        # The seconds field comes first, as in Azure timer triggers: once a minute at :00 / :30.
+        ("0 */1 * * * *", "2024-01-01T00:00:00", ["00:01:00", "00:02:00", "00:03:00"]),
+        ("30 */1 * * * *", "2024-01-01T00:00:00", ["00:00:30", "00:01:30", "00:02:30"]),
+        ("30 */1 * * * *", "2024-01-01T00:00:30.001", ["00:01:30", "00:02:30", "00:03:30"]),
+        ("*/20 * * * * *", "2024-01-01T23:59:30", ["23:59:40", "00:00:00", "00:00:20"]),
+        ("15,45 0 12 * * *", "2024-01-01T12:00:15", ["12:00:45", "12:00:15", "12:00:45"]),
+    ],
+)
+def test_ncrontab_seconds_field(expression: str, after: str, expected: list[str]) -> None:
+    schedule = parse_schedule(expression)
+    moment, times = at(after), []
+    for _ in expected:
+        moment = schedule.next_after(moment)
+        times.append(moment.time().isoformat())
+    assert times == expected
+
+
+@pytest.mark.parametrize(
     "expression",
     ["", "* * * *", "60 * * * * *", "* * * * 13 *", "* * * * * MOO", "*/0 * * * * *",
-     "5-1 * * * * *", "a/5 * * * * *"],
+     "5-1 * * * * *", "a/5 * * * * *", "* * * * * * 2030", "0 0 0 L * *", "0 0 0 ? * *",
+     "0 0 0 * * 1#2", "@daily", "H * * * * *", "0 0 0 * DEC-JAN *"],
 )  # fmt: skip
 def test_ncrontab_rejects_bad_expressions(expression: str) -> None:
     with pytest.raises(ValueError, match=r"."):
