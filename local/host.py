@@ -4,9 +4,10 @@ Core Tools cannot be installed here, so this module reads the app the way the ho
 `app.get_functions()`, the trigger bindings as function.json spells them) and feeds each function
 the objects the Python worker would build, using the library's own converters:
 
-- HTTP triggers at `/<routePrefix>/<route>` (`api` by default) with ASP.NET-style route templates,
-  methods and auth levels (function and admin levels both take the one local key, from the
-  `x-functions-key` header or the `code` query parameter);
+- HTTP triggers at `/<routePrefix>/<route>` (`api` by default), methods and auth levels (function
+  and admin levels both take the one local key, from the `x-functions-key` header or the `code`
+  query parameter); routes of plain segments and `{name}` parameters, the part of ASP.NET's
+  template syntax that function_app uses (a function with any other route is not served);
 - Event Grid triggers at `POST /runtime/webhooks/eventgrid?functionName=<name>&code=<key>`, in
   the Event Grid schema (`aeg-event-type` header) and CloudEvents 1.0 (handshake, both content
   types);
@@ -28,7 +29,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import hmac
 import importlib
 import importlib.util
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 import azure.functions as func
 import uvicorn
@@ -63,7 +63,7 @@ from croniter import CroniterBadDateError, croniter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage
@@ -289,158 +289,67 @@ def parse_schedule(text: str) -> CronSchedule | IntervalSchedule:
 
 # --- route templates -------------------------------------------------------------------------
 
-_CONSTRAINT_PATTERNS = {
-    "int": r"-?\d+",
-    "long": r"-?\d+",
-    "bool": r"(?:true|false)",
-    "alpha": r"[A-Za-z]+",
-    "decimal": r"-?\d+(?:\.\d+)?",
-    "double": r"-?\d+(?:\.\d+)?",
-    "float": r"-?\d+(?:\.\d+)?",
-    "guid": r"\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}\}?",
-    "datetime": r"[^/]+",
-}
-_CONSTRAINT_CHECKS: dict[str, Callable[[str, list[int]], bool]] = {
-    "min": lambda v, a: int(v) >= a[0],
-    "max": lambda v, a: int(v) <= a[0],
-    "range": lambda v, a: a[0] <= int(v) <= a[1],
-    "minlength": lambda v, a: len(v) >= a[0],
-    "maxlength": lambda v, a: len(v) <= a[0],
-    "length": lambda v, a: len(v) == a[0] if len(a) == 1 else a[0] <= len(v) <= a[1],
-}
+# A whole-segment route parameter, `{messageId}`. ASP.NET also has optional, default, catch-all,
+# constrained and in-segment parameters (`{id:int?}`, `{*rest}`, `{name}.{ext}`); function_app
+# uses none of them, so the stand-in does not serve them rather than half-imitate them.
+_ROUTE_PARAMETER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+# Kestrel decodes a request path except `%2F`: an encoded slash stays as sent, so it can never
+# split a segment, and the route value keeps it encoded.
+_ENCODED_SLASH = re.compile(rb"(%2F)", re.IGNORECASE)
+
+
+class UnsupportedRouteError(ValueError):
+    """A route template beyond plain segments and `{name}`; its function is not served."""
 
 
 @dataclass(frozen=True)
 class RouteTemplate:
-    """An ASP.NET Core route template as Functions accepts it: `{name}`, `{name?}`, `{name=dflt}`,
-    `{name:int}`, `{name:regex(...)}`, `{*rest}`. Literals match case-insensitively."""
+    """A Functions route of plain segments and `{name}` segments, compiled by starlette's
+    `compile_path`. Literals match case-insensitively and a trailing slash is ignored, as in
+    ASP.NET Core routing."""
 
     template: str
     pattern: re.Pattern[str]
-    names: tuple[str, ...]  # route parameter per regex group g0, g1, ...
-    checks: tuple[tuple[int, Callable[[str], bool]], ...]
-    defaults: Mapping[str, str]
-    rank: tuple[int, int, int]  # lower sorts first: literal-heavy, then constrained, then loose
+    # Lower sorts first: per segment, a literal (0) outranks a parameter (1), as ASP.NET
+    # orders `emails/pending` before `emails/{messageId}`.
+    rank: tuple[int, ...]
 
     def match(self, path: str) -> dict[str, str] | None:
-        m = self.pattern.fullmatch(path)
-        if m is None:
-            return None
-        params = dict(self.defaults)
-        for i, name in enumerate(self.names):
-            value = m[f"g{i}"]
-            if value is not None and value != "":
-                params[name] = value
-        for i, check in self.checks:
-            value = m[f"g{i}"]
-            if value and not check(value):
-                return None
-        return params
-
-
-def _segment_parts(segment: str, template: str) -> list[tuple[bool, str]]:
-    """(is_parameter, text) pieces of one route segment; `{{` and `}}` are literal braces."""
-    parts: list[tuple[bool, str]] = []
-    text, i, inside = "", 0, False
-    while i < len(segment):
-        if segment[i : i + 2] in ("{{", "}}"):
-            text += segment[i]
-            i += 2
-            continue
-        if segment[i] == "{" and not inside:
-            if text:
-                parts.append((False, text))
-            text, inside = "", True
-        elif segment[i] == "}" and inside:
-            parts.append((True, text))
-            text, inside = "", False
-        else:
-            text += segment[i]
-        i += 1
-    if inside:
-        raise ValueError(f"route {template!r}: unclosed {{ in {segment!r}")
-    if text:
-        parts.append((False, text))
-    return parts
-
-
-def _split_constraints(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == ":" and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return parts
+        m = self.pattern.match(path[:-1] if path.endswith("/") and path != "/" else path)
+        return None if m is None else m.groupdict()
 
 
 def compile_route(template: str) -> RouteTemplate:
-    names: list[str] = []
-    checks: list[tuple[int, Callable[[str], bool]]] = []
-    defaults: dict[str, str] = {}
-    literals = constrained = loose = 0
-
-    def param(spec: str) -> tuple[str, bool]:
-        """Register one `{...}`; returns (regex, optional)."""
-        nonlocal constrained, loose
-        catch_all = spec.startswith("*")
-        spec = spec.lstrip("*")
-        optional = spec.endswith("?")
-        spec = spec.rstrip("?")
-        spec, eq, default = spec.partition("=")
-        name, *constraints = _split_constraints(spec)
-        index = len(names)
-        names.append(name.strip())
-        if eq:
-            defaults[name.strip()] = default
-            optional = True
-        regex = ".*" if catch_all else "[^/]+"
-        for constraint in constraints:
-            kind, _, args = constraint.partition("(")
-            kind = kind.strip().lower()
-            args = args.removesuffix(")")
-            if kind in _CONSTRAINT_PATTERNS:
-                regex = _CONSTRAINT_PATTERNS[kind]
-            elif kind == "regex":
-                regex = f"(?:{args.removeprefix('^').removesuffix('$')})"
-            elif kind in _CONSTRAINT_CHECKS:
-                numbers = [int(a) for a in args.split(",")]
-                rule = _CONSTRAINT_CHECKS[kind]
-                checks.append((index, functools.partial(_safe, rule, numbers)))
-                if kind in {"min", "max", "range"}:
-                    regex = _CONSTRAINT_PATTERNS["long"]
-            else:
-                raise ValueError(f"route {template!r}: unknown constraint {constraint!r}")
-        if catch_all or not constraints:
-            loose += 1
-        else:
-            constrained += 1
-        return f"(?P<g{index}>{regex})", optional or catch_all
-
-    pieces: list[str] = []
-    for segment in (s for s in template.strip("/").split("/") if s):
-        parts = _segment_parts(segment, template)
-        if len(parts) == 1 and parts[0][0]:  # a whole-segment parameter may be left out
-            regex, optional = param(parts[0][1])
-            pieces.append(f"(?:/{regex})?" if optional else f"/{regex}")
-            continue
-        pieces.append("/" + "".join(param(t)[0] if p else re.escape(t) for p, t in parts))
-        literals += not any(p for p, _ in parts)
-    pattern = re.compile("".join(pieces) + "/?", re.IGNORECASE)
+    segments = [s for s in template.strip("/").split("/") if s]
+    for segment in segments:
+        if ("{" in segment or "}" in segment) and not _ROUTE_PARAMETER.fullmatch(segment):
+            raise UnsupportedRouteError(
+                f"route {template!r}: {segment!r} is not served by the stand-in "
+                "(plain segments and whole-segment {name} parameters only)"
+            )
+    try:
+        regex, _, _ = compile_path("/" + "/".join(segments))
+    except ValueError as exc:  # a parameter named twice
+        raise UnsupportedRouteError(f"route {template!r}: {exc}") from None
     return RouteTemplate(
-        template, pattern, tuple(names), tuple(checks), defaults, (-literals, constrained, loose)
+        template,
+        re.compile(regex.pattern, re.IGNORECASE),
+        tuple(int(_ROUTE_PARAMETER.fullmatch(s) is not None) for s in segments),
     )
 
 
-def _safe(rule: Callable[[str, list[int]], bool], numbers: list[int], value: str) -> bool:
-    try:
-        return rule(value, numbers)
-    except ValueError:
-        return False
+def request_path(scope: Mapping[str, Any]) -> str:
+    """The request path as Kestrel hands it to routing: percent-decoded as UTF-8, except `%2F`.
+
+    uvicorn's `scope["path"]` decodes `%2F` too, which would turn `a%2Fb` into two segments.
+    """
+    raw = scope.get("raw_path")
+    if not raw:
+        return str(scope["path"])
+    return "".join(
+        part.decode("ascii") if i % 2 else unquote_to_bytes(part).decode("utf-8", "replace")
+        for i, part in enumerate(_ENCODED_SLASH.split(raw))
+    )
 
 
 _SETTING_REFERENCE = re.compile(r"%([^%]+)%")
@@ -697,6 +606,9 @@ class _Host:
             except MissingSettingError as exc:
                 self.disabled[spec.name] = f"missing app setting {exc.args[0]}"
                 log.error("Function '%s' disabled: missing app setting %s", spec.name, exc.args[0])
+            except UnsupportedRouteError as exc:
+                self.disabled[spec.name] = str(exc)
+                log.error("Function '%s' not served: %s", spec.name, exc)
             if spec.unserved_bindings:
                 log.warning(
                     "Function '%s': bindings not served by the stand-in: %s",
@@ -867,7 +779,7 @@ class _Host:
         return None
 
     async def http_endpoint(self, request: Request) -> Response:
-        path = self._route_path(request.scope["path"])
+        path = self._route_path(request_path(request.scope))
         matches = []
         if path is not None:
             for route in self.routes:

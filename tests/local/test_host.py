@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from local.azurite import Azurite
 from local.host import (
     CronSchedule,
+    UnsupportedRouteError,
     compile_route,
     create_host_app,
     list_functions,
@@ -117,16 +118,34 @@ def test_anonymous_route_is_open_and_case_insensitive(client: httpx.Client) -> N
 
 
 @pytest.mark.parametrize(
-    ("path", "status", "item"),
-    [("/api/items", 200, None), ("/api/items/42", 200, "42"), ("/api/items/abc", 404, None)],
+    ("segment", "address"),
+    [
+        ("a%40b.example", "a@b.example"),
+        ("J%C3%BCrgen%40b%C3%BCcher.example", "Jürgen@bücher.example"),
+        ("a%20b%40c.example", "a b@c.example"),
+        ("a+b%40c.example", "a+b@c.example"),  # `+` is not a space in a path
+        ("a%252Fb%40c.example", "a%2Fb@c.example"),  # decoded once, like every escape
+        # Kestrel keeps `%2F` (either case) encoded: one segment, and the value keeps it.
+        ("a%2Fb%40c.example", "a%2Fb@c.example"),
+        ("a%2fb%40c.example", "a%2fb@c.example"),
+    ],
 )
-def test_optional_int_parameter(
-    client: httpx.Client, path: str, status: int, item: str | None
+def test_percent_encoded_route_values_arrive_decoded_as_kestrel_does(
+    client: httpx.Client, segment: str, address: str
 ) -> None:
-    reply = client.get(path)
-    assert reply.status_code == status
-    if status == 200:
-        assert reply.json() == {"id": item}
+    reply = client.get(f"/api/messages/m-1/recipients/{segment}", headers={"x-functions-key": KEY})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["route"] == {"messageId": "m-1", "address": address}
+
+
+def test_route_beyond_plain_segments_and_parameters_is_not_served(
+    client: httpx.Client, host_app: Starlette
+) -> None:
+    assert client.get("/api/items/42").status_code == 404
+    assert client.get("/api/items").status_code == 404
+    [line] = [s for s in list_functions(host_app, "http://h") if s.startswith("get_item:")]
+    assert "not served" in line
+    assert "{id:int?}" in line
 
 
 def test_unknown_route_is_404_and_wrong_method_405(client: httpx.Client) -> None:
@@ -486,24 +505,52 @@ GUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 @pytest.mark.parametrize(
     ("template", "path", "params"),
     [
-        ("messages/{messageId}", "/messages/abc", {"messageId": "abc"}),
-        ("messages/{messageId}", "/messages/abc/", {"messageId": "abc"}),
-        ("messages/{messageId}", "/messages", None),
-        ("files/{name}.{ext}", "/files/a.b.pdf", {"name": "a.b", "ext": "pdf"}),
-        ("static/{*rest}", "/static/css/site.css", {"rest": "css/site.css"}),
-        ("items/{id:int:min(1)}", "/items/0", None),
-        ("items/{id:int:min(1)}", "/items/7", {"id": "7"}),
-        ("lang/{code:alpha:length(2)}", "/lang/fr", {"code": "fr"}),
-        ("lang/{code:alpha:length(2)}", "/lang/fra", None),
-        ("page/{n=1}", "/page", {"n": "1"}),
-        (r"r/{code:regex(^\d{{3}}$)}", "/r/123", {"code": "123"}),
-        (r"r/{code:regex(^\d{{3}}$)}", "/r/12", None),
-        ("ids/{id:guid}", f"/ids/{GUID}", {"id": GUID}),
-        ("ids/{id:guid}", "/ids/not-a-guid", None),
+        ("emails", "/emails", {}),
+        ("emails", "/EMAILS/", {}),
+        ("emails", "/emails/x", None),
+        ("emails/{messageId}", "/emails/abc", {"messageId": "abc"}),
+        ("emails/{messageId}", "/Emails/AbC/", {"messageId": "AbC"}),  # values keep their case
+        ("emails/{messageId}", "/emails", None),
+        ("emails/{messageId}", "/emails/a/b", None),
+        ("recipients/{address}/emails", "/recipients/a@b.example/emails",
+         {"address": "a@b.example"}),
+        ("recipients/{address}/emails", "/recipients/a%2Fb/emails", {"address": "a%2Fb"}),
+        ("recipients/{address}/emails", "/recipients//emails", None),
+        ("/senders/{domain}/resume/", "/senders/b.example/resume", {"domain": "b.example"}),
+        ("suppressions/{address}", "/suppressions/x", {"address": "x"}),
+        ("emails:send", "/emails:send", {}),  # regex characters in literals are literal
+        ("emails:send", "/emailsXsend", None),
+        ("", "/", {}),
     ],
 )  # fmt: skip
 def test_route_templates(template: str, path: str, params: dict[str, str] | None) -> None:
     assert compile_route(template).match(path) == params
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["items/{id:int}", "items/{id?}", "page/{n=1}", "static/{*rest}", "files/{name}.{ext}",
+     "a/{x}/b/{x}", "r/{code:regex(^\\d{{3}}$)}", "a/{b"],
+)  # fmt: skip
+def test_route_templates_the_stand_in_does_not_serve(template: str) -> None:
+    with pytest.raises(UnsupportedRouteError, match="route"):
+        compile_route(template)
+
+
+def test_literal_segments_rank_before_parameters() -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="emails/{messageId}", methods=["GET"])
+    def by_id(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("by_id")
+
+    @app.route(route="emails/pending", methods=["GET"])
+    def pending(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pending")
+
+    with serve(create_host_app(app, function_key=KEY)) as url:
+        assert httpx.get(f"{url}/api/emails/pending").text == "pending"
+        assert httpx.get(f"{url}/api/emails/other").text == "by_id"
 
 
 def test_host_json_then_setting_overrides(tmp_path: Path) -> None:
