@@ -47,9 +47,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote_to_bytes, urlencode
+from urllib.parse import quote, unquote_to_bytes, urlencode
 
 import azure.functions as func
 import uvicorn
@@ -69,6 +70,10 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage
 
 DEFAULT_FUNCTION_KEY = "local-dev-key"
+# The app's own problem types live here too (shared/web.py): one vocabulary for clients.
+PROBLEM_BASE = (
+    "https://github.com/acs-email-insights/acs-email-insights/blob/main/docs/problems.md#"
+)
 DEFAULT_PORT = 7071
 KEY_ENV = "LOCAL_FUNCTION_KEY"
 # App settings of this shape override host.json values, as in Azure (`__` or `:` separated).
@@ -787,7 +792,7 @@ class _Host:
                 if params is not None:
                     matches.append((route, params))
         if not matches:
-            return Response(status_code=404)
+            return host_problem(request, HostProblem.NOT_FOUND)
         method = request.method.upper()
         allowed = [(r, p) for r, p in matches if r.methods is None or method in r.methods]
         if not allowed:
@@ -795,7 +800,7 @@ class _Host:
             return Response(status_code=405, headers={"Allow": ", ".join(methods)})
         route, params = allowed[0]
         if not route.anonymous and not self._key_ok(request):
-            return Response(status_code=401)
+            return host_problem(request, HostProblem.UNAUTHORIZED)
         body = await request.body()
         http_request = _to_http_request(request, params, body)
         outcome = await self.invoke(
@@ -813,10 +818,10 @@ class _Host:
 
     async def event_grid_endpoint(self, request: Request) -> Response:
         if not self._key_ok(request):
-            return Response(status_code=401)
+            return host_problem(request, HostProblem.UNAUTHORIZED)
         spec = self.event_grid.get(request.query_params.get("functionName", "").lower())
         if spec is None:
-            return Response(status_code=404)
+            return host_problem(request, HostProblem.NOT_FOUND)
         if request.method == "OPTIONS":
             # CloudEvents 1.0 webhook abuse protection: echo the origin, allow any rate.
             origin = request.headers.get("webhook-request-origin")
@@ -988,6 +993,42 @@ class _Host:
             meta.Datum(json.dumps(info), "json"), trigger_metadata={}
         )
         await self.invoke(job.spec, timer)
+
+
+class HostProblem(StrEnum):
+    """The errors the host answers itself, as RFC 9457 problems: the `type` fragment."""
+
+    UNAUTHORIZED = "unauthorized"  # 401: no function key, or not the host's key
+    NOT_FOUND = "not-found"  # 404: no function at this route (or no such Event Grid function)
+
+
+_PROBLEM_TITLES = {
+    HostProblem.UNAUTHORIZED: "A valid function key is required",
+    HostProblem.NOT_FOUND: "No function serves this route",
+}
+_PROBLEM_STATUS = {HostProblem.UNAUTHORIZED: 401, HostProblem.NOT_FOUND: 404}
+# RFC 3986 pchar besides letters, digits and escapes, less `@`: an address stays `a%40b`.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:"
+
+
+def problem_instance(scope: Mapping[str, Any]) -> str:
+    """The request path as a valid URI reference, re-encoded segment by segment (an encoded
+    slash stays one); the query is left out so a `code` key never lands in a body."""
+    raw = scope.get("raw_path")
+    segments = raw.split(b"/") if raw else [s.encode() for s in str(scope["path"]).split("/")]
+    return "/".join(quote(unquote_to_bytes(s) if raw else s, safe=_SEGMENT_SAFE) for s in segments)
+
+
+def host_problem(request: Request, problem: HostProblem) -> Response:
+    """Host-level refusals in the app's problem+json shape (the real host answers with no body)."""
+    status = _PROBLEM_STATUS[problem]
+    body = {
+        "type": PROBLEM_BASE + problem,
+        "title": _PROBLEM_TITLES[problem],
+        "status": status,
+        "instance": problem_instance(request.scope),
+    }
+    return JSONResponse(body, status, media_type="application/problem+json")
 
 
 def _validation_code(payload: Any) -> str | None:

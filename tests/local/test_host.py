@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -146,6 +147,61 @@ def test_route_beyond_plain_segments_and_parameters_is_not_served(
     [line] = [s for s in list_functions(host_app, "http://h") if s.startswith("get_item:")]
     assert "not served" in line
     assert "{id:int?}" in line
+
+
+PROBLEMS = "https://github.com/acs-email-insights/acs-email-insights/blob/main/docs/problems.md"
+# RFC 3986 path-absolute: segments of pchar (unreserved, escapes, sub-delims, `:` and `@`).
+URI_PATH = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*)+")
+
+
+def assert_problem(reply: httpx.Response, status: int, slug: str, instance: str) -> None:
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/problem+json"
+    body = reply.json()
+    assert body == {
+        "type": f"{PROBLEMS}#{slug}",
+        "title": body["title"],
+        "status": status,
+        "instance": instance,
+    }
+    assert body["title"]
+    assert URI_PATH.fullmatch(body["instance"])
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [({}, ""), ({"x-functions-key": "wrong"}, ""), ({}, "?code=wrong-key-value&x=1")],
+    ids=["no-key", "wrong-header", "wrong-code"],
+)
+def test_missing_or_wrong_key_is_a_401_problem(
+    client: httpx.Client, headers: dict[str, str], query: str
+) -> None:
+    reply = client.get(RECIPIENT + query, headers=headers)
+    assert_problem(reply, 401, "unauthorized", RECIPIENT)
+    assert "wrong" not in reply.text
+    hook = client.post(f"{EVENT_GRID}?functionName=record_event{query.replace('?', '&')}")
+    assert_problem(hook, 401, "unauthorized", EVENT_GRID)
+
+
+@pytest.mark.parametrize(
+    ("path", "instance"),
+    [
+        ("/api/nothing-here", "/api/nothing-here"),
+        ("/not-under-the-prefix?code=" + KEY, "/not-under-the-prefix"),
+        ("/api/r/a%40b.example/x%2Fy/%C3%A9%20z", "/api/r/a%40b.example/x%2Fy/%C3%A9%20z"),
+        ("/api/recipients/a@b.example/(x)!", "/api/recipients/a%40b.example/(x)!"),
+        ("/api/a%2fb/%7Etilde", "/api/a%2Fb/~tilde"),
+    ],
+)  # fmt: skip
+def test_unknown_route_is_a_404_problem(client: httpx.Client, path: str, instance: str) -> None:
+    reply = client.get(path, headers={"x-functions-key": KEY})
+    assert_problem(reply, 404, "not-found", instance)
+    assert KEY not in reply.text
+
+
+def test_unknown_event_grid_function_is_a_404_problem(client: httpx.Client) -> None:
+    reply = client.post(EVENT_GRID, params={"functionName": "nope", "code": KEY}, content="[]")
+    assert_problem(reply, 404, "not-found", EVENT_GRID)
 
 
 def test_unknown_route_is_404_and_wrong_method_405(client: httpx.Client) -> None:
