@@ -29,6 +29,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import copy
 import hmac
 import importlib
 import importlib.util
@@ -50,10 +51,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, unquote_to_bytes, urlencode
+from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes, urlencode
 
 import azure.functions as func
 import uvicorn
+import uvicorn.config
 from azure.functions import _abc as func_abc  # TraceContext/RetryContext have no public alias
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
@@ -329,8 +331,8 @@ def compile_route(template: str) -> RouteTemplate:
     for segment in segments:
         if ("{" in segment or "}" in segment) and not _ROUTE_PARAMETER.fullmatch(segment):
             raise UnsupportedRouteError(
-                f"route {template!r}: {segment!r} is not served by the stand-in "
-                "(plain segments and whole-segment {name} parameters only)"
+                f"route {template!r} uses {segment!r}; the stand-in serves plain segments "
+                "and whole-segment {name} parameters only"
             )
     try:
         regex, _, _ = compile_path("/" + "/".join(segments))
@@ -1089,6 +1091,48 @@ def _to_response(value: Any) -> Response:
     return response
 
 
+# --- access log ------------------------------------------------------------------------------
+
+MASK = "***"
+
+
+def mask_target(target: str) -> str:
+    """A request target fit for a log: the `code` query value (the function key) and every path
+    segment, query name or value that holds an address (an `@` once decoded) become `***`."""
+    path, question, query = target.partition("?")
+    segments = [MASK if "@" in unquote(segment) else segment for segment in path.split("/")]
+    pairs = []
+    for pair in query.split("&") if query else []:
+        name, _, value = pair.partition("=")
+        if "@" in unquote_plus(name):
+            pairs.append(MASK)
+        elif unquote_plus(name).lower() == "code" or "@" in unquote_plus(value):
+            pairs.append(f"{name}={MASK}")
+        else:
+            pairs.append(pair)
+    return "/".join(segments) + question + "&".join(pairs)
+
+
+class AccessLogMask(logging.Filter):
+    """Runs uvicorn's access-log target through `mask_target`: the log never shows the key or
+    an address, which the project logs only where a setting allows it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn logs (client, method, path?query, http version, status) with a fixed format.
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], mask_target(args[2]), *args[3:])
+        return True
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's default logging, with AccessLogMask on its access logger."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"mask": {"()": AccessLogMask}}
+    config["loggers"]["uvicorn.access"]["filters"] = ["mask"]
+    return config
+
+
 # --- assembly --------------------------------------------------------------------------------
 
 
@@ -1224,7 +1268,13 @@ def main(argv: list[str] | None = None) -> None:
     print("\nFunctions:\n")
     for line in list_functions(host_app, base_url):
         print(f"        {line}\n")
-    uvicorn.run(host_app, host="127.0.0.1", port=args.port, log_level="info")
+    uvicorn.run(
+        host_app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="info",
+        log_config=uvicorn_log_config(),
+    )
 
 
 if __name__ == "__main__":

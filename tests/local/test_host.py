@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,14 +32,17 @@ from local.host import (
     create_host_app,
     list_functions,
     load_host_config,
+    mask_target,
     parse_schedule,
     parse_timespan,
 )
+from local.ports import free_port, wait_for_port
 from tests.local import sample_app
 from tests.servers import serve
 
 KEY = "test-function-key"
 EVENT_GRID = "/runtime/webhooks/eventgrid"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def eventually(check: Callable[[], bool], timeout: float = 8.0) -> None:
@@ -652,3 +658,55 @@ def test_host_serves_no_function_switched_off_by_app_setting() -> None:
     assert "work: queueTrigger (not served: app setting AzureWebJobs.work.Disabled)" in lines
     assert "ping: [ALL] http://host/api/ping" in lines
     assert off.state.host.queues == []
+
+
+# --- access log ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "masked"),
+    [
+        ("/api/recipients/a%40b/emails", "/api/recipients/***/emails"),
+        ("/api/suppressions/a@b.example?code=k3y", "/api/suppressions/***?code=***"),
+        ("/api/emails/m-1?CODE=k3y&x=1", "/api/emails/m-1?CODE=***&x=1"),
+        ("/api/explain?to=a%40b.example&status=Failed", "/api/explain?to=***&status=Failed"),
+        ("/api/x?a%40b.example&y", "/api/x?***&y"),
+        ("/api/senders/b.example/resume", "/api/senders/b.example/resume"),
+        ("/api/health", "/api/health"),
+    ],
+)
+def test_mask_target(target: str, masked: str) -> None:
+    assert mask_target(target) == masked
+
+
+def test_access_log_shows_neither_addresses_nor_the_key(tmp_path: Path) -> None:
+    """`python -m local.host` as `make run` starts it; its whole output is read."""
+    secret, port = "s3cret-function-key-" + uuid.uuid4().hex, free_port()
+    env = {**os.environ, "LOCAL_FUNCTION_KEY": secret, "PYTHONUNBUFFERED": "1"}
+    env.pop("AzureWebJobsStorage", None)
+    out = tmp_path / "host.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.host", "--module", "tests.local.sample_app",
+             "--port", str(port)],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60)
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=10) as c:
+                assert c.get(f"{RECIPIENT}?code={secret}").status_code == 200
+                assert c.get(f"{RECIPIENT}?to=c%40d.example").status_code == 401
+                assert c.get("/api/hello/Ada", params={"greeting": "e@f.example"}).is_success
+                hook = f"{EVENT_GRID}?functionName=record_event&code={secret}"
+                assert c.post(hook, content="[]", headers={"aeg-event-type": "Notification"})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    log = out.read_text()
+    assert '"GET /api/messages/m-1/recipients/***?code=*** HTTP/1.1" 200' in log
+    assert '"GET /api/messages/m-1/recipients/***?to=*** HTTP/1.1" 401' in log
+    assert '"GET /api/hello/Ada?greeting=*** HTTP/1.1" 200' in log
+    assert '"POST /runtime/webhooks/eventgrid?functionName=record_event&code=*** HTTP/1.1"' in log
+    for leak in (secret, "a@b", "a%40b", "c@d", "c%40d", "e@f", "e%40f"):
+        assert leak not in log
