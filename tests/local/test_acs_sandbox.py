@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.core.rest import HttpRequest
+from jsonschema import Draft4Validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,15 +35,23 @@ from local.acs_sandbox import (
     DELIVERY_EVENT,
     ENGAGEMENT_EVENT,
     MAX_REQUEST_BYTES,
+    SERVICE_RULES,
+    SPEC_PATH,
     SandboxConfig,
     _parse_args,
     create_app,
+    validate_message,
 )
 from local.ports import free_port
 from tests.conftest import REFERENCE_EVENTS_DIR
 from tests.servers import serve
 
+HERE = Path(__file__).parent
 SENDER = "noreply@sandbox.test"
+# The spec's ErrorResponse (azure-rest-api-specs common-types/data-plane/v1/types.json, a copy).
+ERROR_RESPONSE = json.loads((HERE / "acs-common-types-v1.json").read_text()) | {
+    "$ref": "#/definitions/ErrorResponse"
+}
 EVENTS_KEY = "local-topic-key"
 API = "api-version=2025-09-01"
 
@@ -466,7 +476,62 @@ def test_invalid_message_is_rejected(
     assert error.error.details[0].target == target
     assert error.response is not None
     assert error.response.headers["x-ms-error-code"] == code
+    Draft4Validator(ERROR_RESPONSE).validate(error.response.json())
     assert operations(sandbox_url) == []
+
+
+WRONG_TYPES = [
+    # (case, body, every (code, target) the reply names, in order)
+    ("array body", [], [("InvalidRequest", "")]),
+    ("to not an array", message() | {"recipients": {"to": {"address": "a@example.org"}}},
+     [("InvalidRequest", "recipients.to")]),
+    ("displayName number",
+     message() | {"recipients": {"to": [{"address": "a@example.org", "displayName": 7}]}},
+     [("InvalidRequest", "recipients.to[0].displayName")]),
+    ("header not a string", message("a@example.org", headers={"X-Count": 1}),
+     [("InvalidRequest", "headers.X-Count")]),
+    ("tracking not a bool", message("a@example.org", userEngagementTrackingDisabled="yes"),
+     [("InvalidRequest", "userEngagementTrackingDisabled")]),
+    ("blank subject", message("a@example.org", content={"subject": " ", "html": "<p>x</p>"}),
+     [("InvalidRequest", "content.subject")]),
+    ("empty sender", message("a@example.org", senderAddress=""),
+     [("InvalidRequest", "senderAddress")]),
+    ("three at once",
+     {"senderAddress": "nope", "content": {"subject": "s"},
+      "recipients": {"to": [{"address": "a@example.org"}, {}]}},
+     [("InvalidEmailAddress", "senderAddress"), ("InvalidRequest", "recipients.to[1].address"),
+      ("InvalidRequest", "content")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), [c[1:] for c in WRONG_TYPES], ids=[c[0] for c in WRONG_TYPES]
+)
+def test_every_schema_problem_is_named(
+    client: EmailClient, body: Any, expected: list[tuple[str, str]]
+) -> None:
+    error = send_error(client, body)
+    assert error.status_code == 400
+    assert error.response is not None
+    reply = error.response.json()
+    Draft4Validator(ERROR_RESPONSE).validate(reply)
+    details = reply["error"]["details"]
+    assert sorted((d["code"], d["target"]) for d in details) == sorted(expected)
+    assert reply["error"]["code"] == details[0]["code"]
+    assert all(d["message"] and len(d["message"]) <= 200 for d in details)
+
+
+def test_the_specs_own_example_request_is_accepted(client: EmailClient) -> None:
+    example = json.loads((HERE / "acs-example-SendEmail-2025-09-01.json").read_text())
+    body = example["parameters"]["emailMessage"]
+    assert validate_message(body) == []
+    assert send(client, body | {"senderAddress": SENDER})["status"] == "Succeeded"
+
+
+def test_schema_is_the_spec_copy_plus_draft4_rules() -> None:
+    spec = json.loads(SPEC_PATH.read_text())
+    assert spec["info"]["version"] == "2025-09-01"
+    Draft4Validator.check_schema({"definitions": spec["definitions"], **SERVICE_RULES})
 
 
 def test_valid_extras_are_accepted(client: EmailClient) -> None:
