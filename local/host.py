@@ -13,7 +13,8 @@ the objects the Python worker would build, using the library's own converters:
   types);
 - queue triggers polling Storage/Azurite the way the WebJobs queue listener does, honouring
   host.json `extensions.queues` (and `AzureFunctionsJobHost__...` app-setting overrides);
-- timer triggers on NCRONTAB (6 fields, seconds first) or TimeSpan (`hh:mm:ss`) schedules.
+- timer triggers on NCRONTAB (6 fields, seconds first) or TimeSpan (`hh:mm:ss`) schedules;
+- `GET /admin/host/status` with the key: the host's id (`AzureFunctionsWebHost__hostid`) and state.
 
 Binding expressions `%SETTING%` in queue names, schedules and routes resolve from the settings;
 a function whose `AzureWebJobs.<name>.Disabled` setting is true (or 1) is not served.
@@ -78,6 +79,7 @@ PROBLEM_BASE = (
 )
 DEFAULT_PORT = 7071
 KEY_ENV = "LOCAL_FUNCTION_KEY"
+HOST_ID_SETTING = "AzureFunctionsWebHost__hostid"
 # App settings of this shape override host.json values, as in Azure (`__` or `:` separated).
 HOST_OVERRIDE_PREFIXES = ("azurefunctionsjobhost__", "azurefunctionsjobhost:")
 DEFAULT_STORAGE_SETTING = "AzureWebJobsStorage"
@@ -591,6 +593,9 @@ class _Host:
     ) -> None:
         self.specs = specs
         self.key = function_key
+        # The real host's id setting; `make run` sets it so `make demo` can tell its own stack
+        # from a stale or foreign one on the same port.
+        self.host_id = settings.get(HOST_ID_SETTING) or uuid.uuid4().hex
         self.settings = settings
         self.config = config
         self.app_dir = app_dir
@@ -771,6 +776,14 @@ class _Host:
         # As the host does: the header wins, the `code` query parameter is the fallback.
         given = request.headers.get("x-functions-key") or request.query_params.get("code")
         return given is not None and hmac.compare_digest(given.encode(), self.key.encode())
+
+    # -- admin API --
+
+    async def host_status(self, request: Request) -> Response:
+        """`GET /admin/host/status`, as the real host answers it (admin level: here, the key)."""
+        if not self._key_ok(request):
+            return host_problem(request, HostProblem.UNAUTHORIZED)
+        return JSONResponse({"id": self.host_id, "state": "Running"})
 
     # -- HTTP triggers --
 
@@ -1183,6 +1196,7 @@ def create_host_app(
                 host.event_grid_endpoint,
                 methods=["POST", "OPTIONS"],
             ),
+            Route("/admin/host/status", host.host_status, methods=["GET"]),
             Route("/{path:path}", host.http_endpoint, methods=list(HTTP_METHODS)),
         ],
         lifespan=lifespan,

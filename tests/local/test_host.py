@@ -210,6 +210,21 @@ def test_unknown_event_grid_function_is_a_404_problem(client: httpx.Client) -> N
     assert_problem(reply, 404, "not-found", EVENT_GRID)
 
 
+def test_admin_host_status_needs_the_key_and_names_the_host() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    settings = {"AzureFunctionsWebHost__hostid": "host-under-test"}
+    with serve(create_host_app(app, function_key=KEY, settings=settings)) as url:
+        status = httpx.get(f"{url}/admin/host/status", headers={"x-functions-key": KEY})
+        assert status.json() == {"id": "host-under-test", "state": "Running"}
+        refused = httpx.get(f"{url}/admin/host/status", params={"code": "wrong"})
+        assert_problem(refused, 401, "unauthorized", "/admin/host/status")
+
+
 def test_unknown_route_is_404_and_wrong_method_405(client: httpx.Client) -> None:
     assert client.get("/api/nothing-here").status_code == 404
     assert client.get("/not-under-the-prefix").status_code == 404
