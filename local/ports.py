@@ -33,3 +33,12 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on `port`."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

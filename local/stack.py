@@ -17,15 +17,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
+import httpx
+
 from .acs_sandbox import DEFAULT_ACCESS_KEY
 from .azurite import ROOT, Azurite, start_azurite
 from .host import DEFAULT_FUNCTION_KEY, HOST_ID_SETTING
-from .ports import free_port, port_is_free
+from .ports import free_port, port_answers, port_is_free
 
 EVENTS_KEY = "local-events-key"  # the local ACS-events topic's aeg-sas-key
 ALERTS_KEY = "local-alerts-key"  # the local alerts topic's aeg-sas-key
@@ -102,10 +104,20 @@ class Stack:
     def state_file(self) -> Path:
         return (self.data_dir or ROOT / ".local-data") / STATE_FILE
 
-    def _wait_listening(self, proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-        """Like wait_for_port, but a child that exits first is a failure, not a long wait."""
+    def _wait_listening(
+        self,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        timeout: float,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        """Like wait_for_port, but a child that exits first is a failure, not a long wait.
+
+        Connecting, not binding, is the probe: a bind probe racing the child's own bind can
+        make the child's listen() fail. `ready` can ask more of whatever answers.
+        """
         deadline = time.monotonic() + timeout
-        while port_is_free(port):
+        while not (port_answers(port) and (ready is None or ready())):
             if proc.poll() is not None:
                 raise StackError(
                     f"{self.names[proc.pid]} exited with code {proc.returncode} "
@@ -128,11 +140,20 @@ class Stack:
         host_id = uuid.uuid4().hex
         self.azurite = start_azurite(self.data_dir / "azurite" if self.data_dir else None)
         conn = self.azurite.connection_string
-        topic_port, alerts_port = free_port(), free_port()
+        # Never the host's port: it is not bound yet, so free_port() could hand it out.
+        taken = {self.port}
+
+        def fresh_port() -> int:
+            while (port := free_port()) in taken:
+                pass
+            taken.add(port)
+            return port
+
+        topic_port, alerts_port = fresh_port(), fresh_port()
         events_url = f"http://127.0.0.1:{topic_port}/api/events"
         alerts_url = f"http://127.0.0.1:{alerts_port}/api/events"
         real_acs = uses_real_acs(values)
-        sandbox_port = None if real_acs else free_port()
+        sandbox_port = None if real_acs else fresh_port()
         env = {
             **values,
             "AzureWebJobsStorage": conn,
@@ -153,7 +174,17 @@ class Stack:
         host = self._spawn(
             ["local.host", "--module", "function_app", "--port", str(self.port)], env
         )
-        self._wait_listening(host, self.port, timeout=60)
+        base_url = f"http://127.0.0.1:{self.port}"
+
+        def our_host() -> bool:  # not whatever else may have grabbed the port meanwhile
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                status = httpx.get(
+                    f"{base_url}/admin/host/status", headers={"x-functions-key": key}, timeout=5
+                )
+                return status.status_code == 200 and status.json().get("id") == host_id
+            return False
+
+        self._wait_listening(host, self.port, timeout=60, ready=our_host)
         hook = f"http://127.0.0.1:{self.port}/runtime/webhooks/eventgrid?code={key}&functionName="
         dead = str((self.data_dir or ROOT / ".local-data") / "deadletters")
         topic = self._spawn(
@@ -191,7 +222,7 @@ class Stack:
             self._wait_listening(sandbox, sandbox_port, timeout=30)
             sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         self.info = StackInfo(
-            base_url=f"http://127.0.0.1:{self.port}",
+            base_url=base_url,
             function_key=key,
             events_url=events_url,
             alerts_url=alerts_url,
