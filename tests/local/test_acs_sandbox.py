@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,13 +42,13 @@ from local.acs_sandbox import (
     validate_message,
 )
 from local.ports import free_port
-from tests.conftest import REFERENCE_EVENTS_DIR
+from tests.conftest import REFERENCE_DIR, REFERENCE_EVENTS_DIR
 from tests.servers import serve
 
-HERE = Path(__file__).parent
 SENDER = "noreply@sandbox.test"
-# The spec's ErrorResponse (azure-rest-api-specs common-types/data-plane/v1/types.json, a copy).
-ERROR_RESPONSE = json.loads((HERE / "acs-common-types-v1.json").read_text()) | {
+ACS_API = REFERENCE_DIR / "acs-email-api"
+# The spec's ErrorResponse (azure-rest-api-specs common-types/data-plane/v1/types.json).
+ERROR_RESPONSE = json.loads((ACS_API / "common-types-data-plane-v1-types.json").read_text()) | {
     "$ref": "#/definitions/ErrorResponse"
 }
 EVENTS_KEY = "local-topic-key"
@@ -522,13 +521,17 @@ def test_every_schema_problem_is_named(
 
 
 def test_the_specs_own_example_request_is_accepted(client: EmailClient) -> None:
-    example = json.loads((HERE / "acs-example-SendEmail-2025-09-01.json").read_text())
+    example = json.loads((ACS_API / "stable-2025-09-01-examples-SendEmail.json").read_text())
     body = example["parameters"]["emailMessage"]
     assert validate_message(body) == []
     assert send(client, body | {"senderAddress": SENDER})["status"] == "Succeeded"
 
 
 def test_schema_is_the_spec_copy_plus_draft4_rules() -> None:
+    # local/ keeps its own copy (dev tooling reads no test data); it equals the tests' copy,
+    # which test_reference_copies keeps equal to ../shared.
+    original = ACS_API / "stable-2025-09-01-CommunicationServicesEmail.json"
+    assert SPEC_PATH.read_bytes() == original.read_bytes()
     spec = json.loads(SPEC_PATH.read_text())
     assert spec["info"]["version"] == "2025-09-01"
     Draft4Validator.check_schema({"definitions": spec["definitions"], **SERVICE_RULES})
