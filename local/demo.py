@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .stack import read_stack_info
+from .stack import STATE_FILE, data_dir_from_env
 
 ADDRESSES = [
     "delivered@simulator.test",
@@ -25,6 +27,30 @@ ADDRESSES = [
     "clicked@simulator.test",
 ]
 PENDING = {"accepted", "sent", None}
+
+
+def running_stack(data_dir: Path | None = None) -> dict[str, Any]:
+    """stack.json's stack, when that very stack answers; otherwise exit with one line.
+
+    The host's /admin/host/status must answer, with the key, the host id the file names: a
+    file left by a killed run, or another stack on the same port, never gets a request.
+    """
+    path = (data_dir or data_dir_from_env()) / STATE_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+        reply = httpx.get(
+            f"{info['base_url']}/admin/host/status",
+            headers={"x-functions-key": info["function_key"]},
+            timeout=5,
+        )
+        answered = reply.status_code == 200 and reply.json().get("id") == info["host_id"]
+    except FileNotFoundError:
+        sys.exit("make demo: no stack is running (no stack.json): start `make run` first")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, httpx.HTTPError):
+        answered = False
+    if not answered:
+        sys.exit(f"make demo: {path} names no running stack: start `make run` first")
+    return info
 
 
 def _client(info: dict[str, Any]) -> httpx.Client:
@@ -91,7 +117,14 @@ def table(view: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    info = read_stack_info()
+    info = running_stack()
+    try:
+        _demo(info)
+    except httpx.TransportError as exc:  # the stack went away mid-demo
+        sys.exit(f"make demo: lost the stack at {info['base_url']} ({exc}): is `make run` up?")
+
+
+def _demo(info: dict[str, Any]) -> None:
     with _client(info) as client:
         message_id = send(client)
         print(
