@@ -305,8 +305,16 @@ def parse_send_request(body: bytes, content_type: str | None, policy: SenderPoli
     _check_media_type(content_type)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(
-            "The request body is too large",
-            [Problem("", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")],
+            "The email is larger than ACS accepts",
+            [
+                Problem(
+                    "",
+                    f"the body is {len(body)} bytes, more than any sendable request "
+                    f"({MAX_BODY_BYTES} are read at most): ACS accepts at most "
+                    f"{MAX_REQUEST_BYTES} bytes (10 MB) per request, base64 and JSON included, "
+                    "which leaves about 7.5 MB for attachment files",
+                )
+            ],
         )
     doc = _load_json_object(body)
     return _parse_document(doc, policy)
@@ -360,13 +368,17 @@ def _no_constants(name: str) -> Any:
 
 def _parse_document(doc: dict[str, Any], policy: SenderPolicy) -> SendRequest:
     doc, problems = _replace_surrogates(doc)
+    found: list[Problem] = []
     body: _Body | None = None
     try:
         body = _Body.model_validate(doc)
     except ValidationError as exc:
-        problems.extend(p for e in exc.errors(include_url=False) if (p := _problem(e)))
+        found.extend(p for e in exc.errors(include_url=False) if (p := _problem(e)))
     sender, related = _relations(doc, policy)
-    problems.extend(related)
+    found.extend(related)
+    # A field with a surrogate gets that one problem, not what its U+FFFD stand-in then trips.
+    tainted = {p.field for p in problems}
+    problems.extend(p for p in found if p.field not in tainted)
     if problems or body is None or sender is None:
         least = _least_request_bytes(doc)
         if least > MAX_REQUEST_BYTES:
@@ -579,14 +591,14 @@ def _parse_address(value: str) -> _Address:
     """Syntax and IDN by email-validator (no DNS), with our refusals first in our words."""
     if not value:
         raise _Bad("must not be empty")
+    if value.startswith('"') and '"@' in value:
+        # RFC 5321 allows "john doe"@example.com; ACS refuses it at send time.
+        raise _Bad('a quoted part before @ (as in "john doe"@example.com) is refused by ACS')
     if _ADDRESS_FORBIDDEN.search(value):
         raise _Bad("must not contain whitespace, control characters, '<', '>', ',' or ';'")
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain:
         raise _Bad("must look like local-part@domain")
-    if local.startswith('"'):
-        # RFC 5321 allows "john doe"@example.com; ACS refuses it at send time.
-        raise _Bad('a quoted part before @ (as in "john doe"@example.com) is refused by ACS')
     if domain.startswith("["):
         raise _Bad("address literals such as [192.0.2.1] are not accepted; use a domain name")
     if not local.isascii():
