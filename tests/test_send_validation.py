@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -864,3 +866,14 @@ def test_any_json_object_gives_a_request_or_a_4xx(doc: dict[str, Any]) -> None:
     else:
         assert 400 <= error.status < 500
         assert error.problems
+
+
+@pytest.mark.parametrize("module", ["pydantic", "email_validator", "idna"])
+def test_cold_start_does_not_load_the_validation_libraries(module: str) -> None:
+    """They load with the send path (this module), never on `import function_app`."""
+    code = (
+        "import sys, function_app, shared.core.addresses; "
+        f"sys.exit(1 if {module!r} in sys.modules else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert result.returncode == 0, f"importing function_app imported {module}"
