@@ -589,6 +589,8 @@ class _Base64:
 
 
 def _parse_address(value: str) -> _Address:
+    if len(value) > MAX_ADDRESS_OCTETS:  # never a valid address: not worth a cache slot
+        raise _Bad(f"is {len(value)} characters long; at most {MAX_ADDRESS_OCTETS} (RFC 5321)")
     checked = _checked_address(value)
     if isinstance(checked, str):
         raise _Bad(checked)
