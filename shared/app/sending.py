@@ -19,12 +19,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys, outcomes
+from shared.core.addresses import canonical
 from shared.core.alerts import for_send_failure
 from shared.core.errors import Conflict, InvalidInput, Problem, Transient
 from shared.core.rates import Counts, domain_of
 from shared.core.replies import Reply
 from shared.core.sending import policy, ratelimit
-from shared.core.sending.validation import SenderPolicy, parse_send_request
+from shared.core.sending.validation import (
+    SenderPolicy,
+    check_after_suppression,
+    parse_send_request,
+)
 from shared.core.state import Fact, apply_fact, iso, parse_iso
 from shared.core.status import SendState, Status, claimed_by_another
 from shared.edge.tables import FANOUT, run_together
@@ -116,6 +121,10 @@ class Sending:
                 for n, s in enumerate(suppressed.values())
             ]
             raise Conflict("Every recipient is on the suppression list; nothing was sent", problems)
+        if problems := check_after_suppression(request, suppressed.keys()):
+            raise Conflict(
+                "ACS needs a 'to' recipient that is not suppressed; nothing was sent", problems
+            )
         now = datetime.now(UTC)
         earlier = self._store_accepted(message_id, request, suppressed, now)
         if earlier is not None and key is not None:
@@ -218,7 +227,7 @@ class Sending:
             listed = message.get("recipients", {}).get(kind)
             if listed:
                 message["recipients"][kind] = [
-                    r for r in listed if r["address"].strip().lower() not in suppressed
+                    r for r in listed if canonical(r["address"]) not in suppressed
                 ]
         payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         inline = self.store.fits_inline(payload)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from shared.core.addresses import canonical
+
 SEPARATOR = "|"
 _UNSAFE = re.compile(r"[%|/\\#?\x00-\x1f\x7f-\x9f]")
 
@@ -36,7 +38,9 @@ def decode(value: str) -> str:
 
 
 def address_key(address: str) -> str:
-    return encode(address.strip().lower())
+    """The key of an address: its canonical form (IDN domains as A-labels, lower-cased), so
+    `bücher.example` and `xn--bcher-kva.example` are one mailbox everywhere."""
+    return encode(canonical(address))
 
 
 def message_key(message_id: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 # Extension → the MIME type(s) ACS accepts for it. The extensions (and .xml's two types) are
 # Microsoft's list, "Allowed attachment types for sending email in Azure Communication
 # Services" (azure-docs concepts/email/email-attachment-allowed-mime-types.md), as kept in
-# shared/reference/acs-limits.md and copied to tests/reference/acs-limits.md, which a test holds this
-# table to. That copy keeps the extensions only, so the MIME spelling per extension is the
-# IANA-registered (or, where none is, the de-facto) type; check it against the page's MIME
-# column when it changes. ACS refuses a request with any other contentType (BadRequest on
-# attachments[i].contentType). We match ignoring case and send ACS the spelling below.
+# shared/reference/acs-limits.md and copied to tests/reference/acs-limits.md, which a test
+# holds this table to. That copy keeps the extensions only, so the MIME spelling per
+# extension is the IANA-registered (or, where none is, the de-facto) type; check it against
+# the page's MIME column when it changes. ACS refuses a request with any other contentType
+# (BadRequest on attachments[i].contentType). We match ignoring case and send ACS the
+# spelling below.
 ACS_ATTACHMENT_TYPES: dict[str, tuple[str, ...]] = {
     ".3gp": ("video/3gpp",),
     ".3g2": ("video/3gpp2",),
