@@ -303,7 +303,8 @@ def test_failure_report_lists_reasons_with_codes_and_domains(env: dict[str, str]
     assert answer["failures"] == 10
     first, second = answer["reasons"][:2]
     assert (first["reason"], first["count"], first["bounceType"]) == ("userunknown", 7, "hard")
-    assert first["explanation"] and first["action"]
+    assert first["explanation"]
+    assert first["action"]
     assert first["enhancedCodes"] == [{"code": "5.1.1", "count": 7}]
     assert first["recipientDomains"] == [
         {"domain": "gmail.com", "count": 5},
