@@ -55,7 +55,7 @@ class Rollups(Protocol):
 
     def read(
         self, scope: str, dimension: str, ranges: Iterable[tuple[str, str]]
-    ) -> list[tuple[str, dict[str, Cell]]]: ...
+    ) -> list[tuple[str, dict[str, Any]]]: ...
 
 
 class MessageFacts:
@@ -267,9 +267,13 @@ class Deliverability:
         prefix = group_key(dim, "")
         out: dict[str, Cell] = {}
         for _, content in rows:
-            for key, cell in content.items():
+            for key, raw in content.items():
                 if key.startswith(prefix):
-                    out.setdefault(key[len(prefix) :], Cell()).add(cell)
+                    name = key[len(prefix) :]
+                    cell = out.get(name)
+                    if cell is None:
+                        cell = out[name] = Cell()
+                    cell.add_json(raw)
         return out
 
     def _series(
@@ -286,10 +290,9 @@ class Deliverability:
             out[_period_label(at, unit)] = Cell()
             at += step
         for period, content in self.rollups.read(scope, dim, ranges):
-            cell = content.get(total_key)
-            if cell is not None:
-                label = _label_of_row(period, unit)
-                out.setdefault(label, Cell()).add(cell)
+            raw = content.get(total_key)
+            if raw is not None:
+                out.setdefault(_label_of_row(period, unit), Cell()).add_json(raw)
         return out
 
 

@@ -231,21 +231,22 @@ class RollupStore:
 
     def read(
         self, scope: str, dimension: str, ranges: Iterable[tuple[str, str]]
-    ) -> list[tuple[str, dict[str, Cell]]]:
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Every stored row of (scope, dimension) whose RowKey lies in one of the inclusive
-        `ranges`, over all shards: (RowKey, groups) pairs, one per shard and period."""
+        `ranges`, over all shards: (RowKey, groups as stored JSON: `Cell.add_json` merges
+        them) pairs, one per shard and period."""
         asks = [
             (self.keys((scope, dimension, lo), shard)[0], lo, hi)
             for shard in range(self.shards)
             for lo, hi in ranges
         ]
 
-        def query(ask: tuple[str, str, str]) -> list[tuple[str, dict[str, Cell]]]:
+        def query(ask: tuple[str, str, str]) -> list[tuple[str, dict[str, Any]]]:
             pk, lo, hi = (part.replace("'", "''") for part in ask)
             text = f"PartitionKey eq '{pk}' and RowKey ge '{lo}' and RowKey le '{hi}'"
             with storage_errors():
                 rows = list(self.table.query_entities(text))
-            return [(str(r["RowKey"]), decode_content(_text(r))) for r in rows]
+            return [(str(r["RowKey"]), json.loads(_text(r) or "{}")) for r in rows]
 
         return [found for part in FANOUT.map(query, asks) for found in part]
 
