@@ -27,6 +27,7 @@ from .ports import free_port, wait_for_port
 
 EVENTS_KEY = "local-events-key"  # the local ACS-events topic's aeg-sas-key
 ALERTS_KEY = "local-alerts-key"  # the local alerts topic's aeg-sas-key
+OUTCOMES_KEY = "local-outcomes-key"  # the local outcome-events topic's aeg-sas-key
 SANDBOX_SENDER = "DoNotReply@sandbox.test"
 DELIVERY = "Microsoft.Communication.EmailDeliveryReportReceived"
 ENGAGEMENT = "Microsoft.Communication.EmailEngagementTrackingReportReceived"
@@ -41,6 +42,7 @@ class StackInfo:
     sandbox_url: str | None
     storage_connection_string: str
     pids: list[int]
+    outcomes_url: str | None = None  # outcome events topic (its sink: /sinks/outcomes)
 
 
 def local_settings(root: Path = ROOT) -> dict[str, str]:
@@ -89,9 +91,10 @@ class Stack:
         key = os.environ.get("LOCAL_FUNCTION_KEY") or DEFAULT_FUNCTION_KEY
         self.azurite = start_azurite(self.data_dir / "azurite" if self.data_dir else None)
         conn = self.azurite.connection_string
-        topic_port, alerts_port = free_port(), free_port()
+        topic_port, alerts_port, outcomes_port = free_port(), free_port(), free_port()
         events_url = f"http://127.0.0.1:{topic_port}/api/events"
         alerts_url = f"http://127.0.0.1:{alerts_port}/api/events"
+        outcomes_url = f"http://127.0.0.1:{outcomes_port}/api/events"
         real_acs = uses_real_acs(values)
         sandbox_port = None if real_acs else free_port()
         env = {
@@ -100,6 +103,8 @@ class Stack:
             "LOCAL_FUNCTION_KEY": key,
             "ALERTS_TOPIC_ENDPOINT": alerts_url,
             "ALERTS_TOPIC_KEY": ALERTS_KEY,
+            "OUTCOME_EVENTS_TOPIC_ENDPOINT": outcomes_url,
+            "OUTCOME_EVENTS_TOPIC_KEY": OUTCOMES_KEY,
         }
         env.pop("EMAIL_STORAGE_CONNECTION_STRING", None)
         if sandbox_port is not None:
@@ -131,8 +136,17 @@ class Stack:
             ],
             {},
         )  # fmt: skip
+        self._spawn(
+            [
+                "local.eventgrid_topic", "--port", str(outcomes_port), "--key", OUTCOMES_KEY,
+                "--schema", "cloudevents", "--dead-letter-dir", dead,
+                "--subscription", f"outcomes=http://127.0.0.1:{outcomes_port}/sinks/outcomes",
+            ],
+            {},
+        )  # fmt: skip
         wait_for_port(topic_port)
         wait_for_port(alerts_port)
+        wait_for_port(outcomes_port)
         sandbox_url = None
         if sandbox_port is not None:
             delay = os.environ.get("SANDBOX_REPORT_DELAY", "1.0")
@@ -156,6 +170,7 @@ class Stack:
             sandbox_url=sandbox_url,
             storage_connection_string=conn,
             pids=[p.pid for p in self.children] + [self.azurite.process.pid],
+            outcomes_url=outcomes_url,
         )
         state_dir = self.data_dir or ROOT / ".local-data"
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +209,7 @@ ACS Email insights is running ({acs}).
   Function key  {k}   (header x-functions-key, or ?code=)
   ACS events    {info.events_url}   (local Event Grid topic → record_*_report)
   Alerts        {info.alerts_url}   (CloudEvents topic; subscriber sink: {sink})
+  Outcomes      {info.outcomes_url}   (outcome events for apps; sink: /sinks/outcomes)
 
 Try it:
   curl -s -X POST {b}/api/emails -H 'x-functions-key: {k}' -H 'content-type: application/json' \\
@@ -202,6 +218,7 @@ Try it:
   curl -s '{b}/api/recipients/bounce@simulator.test/emails' -H 'x-functions-key: {k}'
   curl -s '{b}/api/explain?status=Failed&message=552%205.2.2%20Mailbox%20full' \\
     -H 'x-functions-key: {k}'
+  curl -s '{b}/api/reports/deliverability?groupBy=reason' -H 'x-functions-key: {k}'
   make demo        (in another terminal)
 
 Ctrl-C stops everything.
