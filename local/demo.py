@@ -137,6 +137,8 @@ def _demo(info: dict[str, Any]) -> None:
         print(f"\nlookup: {info['base_url']}/api/emails/{message_id}")
         _show_suppressions_and_alerts(client, info)
         _show_sender_health(client, view.get("sender"))
+        _show_outcome_events(info, message_id)
+        _show_report(client)
 
 
 def _show_sender_health(client: httpx.Client, sender: str | None) -> None:
@@ -174,6 +176,46 @@ def _show_suppressions_and_alerts(client: httpx.Client, info: dict[str, Any]) ->
         for e in events[-10:]:
             data = e.get("data") or {}
             print(f"  {e.get('type')}: message {data.get('messageId')} {data.get('reason') or ''}")
+
+
+def _show_outcome_events(info: dict[str, Any], message_id: str) -> None:
+    url = info.get("outcomes_url")
+    if not url:
+        return
+    sink = url.rsplit("/api", 1)[0] + "/sinks/outcomes"
+    deadline = time.monotonic() + 10
+    mine: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:  # published right after each report was recorded
+        try:
+            events = httpx.get(sink, timeout=5).json()
+        except httpx.HTTPError:
+            return
+        mine = [e for e in events if (e.get("data") or {}).get("messageId") == message_id]
+        if len(mine) >= len(ADDRESSES) - 1:  # every recipient's outcome (unknown has none)
+            break
+        time.sleep(0.5)
+    print(f"\noutcome events received by the app's subscriber ({len(mine)}):")
+    for e in mine:
+        data = e.get("data") or {}
+        who = f"{data.get('recipientDomain')} #{str(data.get('recipientHash'))[:8]}"
+        reason = data.get("reason") or "-"
+        print(f"  {e.get('type'):<20} {who}  reason={reason}  tags={data.get('tags')}")
+
+
+def _show_report(client: httpx.Client) -> None:
+    reply = client.get("/api/reports/deliverability", params={"groupBy": "reason"})
+    if reply.status_code != 200:
+        return
+    report = reply.json()
+    t = report["totals"]
+    rate = t["deliveryRate"]
+    print(
+        f"\ndeliverability, last 24 h: {t['recipients']} recipients, "
+        f"delivery rate {'-' if rate is None else f'{rate:.0%}'}, "
+        f"p50 delivery {t['latencyMs']['p50'] or '-'} ms; by reason:"
+    )
+    for g in report["groups"][:8]:
+        print(f"  {g['key']:<16} {g['recipients']:>4}  delivered {g['delivered']}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from .ports import free_port, port_answers, port_is_free
 
 EVENTS_KEY = "local-events-key"  # the local ACS-events topic's aeg-sas-key
 ALERTS_KEY = "local-alerts-key"  # the local alerts topic's aeg-sas-key
+OUTCOMES_KEY = "local-outcomes-key"  # the local outcome-events topic's aeg-sas-key
 SANDBOX_SENDER = "DoNotReply@sandbox.test"
 DELIVERY = "Microsoft.Communication.EmailDeliveryReportReceived"
 ENGAGEMENT = "Microsoft.Communication.EmailEngagementTrackingReportReceived"
@@ -55,6 +56,7 @@ class StackInfo:
     storage_connection_string: str
     pids: list[int]
     host_id: str  # what the host's /admin/host/status answers: this stack, not another
+    outcomes_url: str | None = None  # outcome events topic (its sink: /sinks/outcomes)
 
 
 def local_settings(root: Path = ROOT) -> dict[str, str]:
@@ -162,9 +164,10 @@ class Stack:
             taken.add(port)
             return port
 
-        topic_port, alerts_port = fresh_port(), fresh_port()
+        topic_port, alerts_port, outcomes_port = fresh_port(), fresh_port(), fresh_port()
         events_url = f"http://127.0.0.1:{topic_port}/api/events"
         alerts_url = f"http://127.0.0.1:{alerts_port}/api/events"
+        outcomes_url = f"http://127.0.0.1:{outcomes_port}/api/events"
         real_acs = uses_real_acs(values)
         sandbox_port = None if real_acs else fresh_port()
         env = {
@@ -174,6 +177,8 @@ class Stack:
             HOST_ID_SETTING: host_id,
             "ALERTS_TOPIC_ENDPOINT": alerts_url,
             "ALERTS_TOPIC_KEY": ALERTS_KEY,
+            "OUTCOME_EVENTS_TOPIC_ENDPOINT": outcomes_url,
+            "OUTCOME_EVENTS_TOPIC_KEY": OUTCOMES_KEY,
         }
         env.pop("EMAIL_STORAGE_CONNECTION_STRING", None)
         if not env.get("ADDRESS_HASH_KEY"):
@@ -219,8 +224,17 @@ class Stack:
             ],
             {},
         )  # fmt: skip
+        outcomes = self._spawn(
+            [
+                "local.eventgrid_topic", "--port", str(outcomes_port), "--key", OUTCOMES_KEY,
+                "--schema", "cloudevents", "--dead-letter-dir", dead,
+                "--subscription", f"outcomes=http://127.0.0.1:{outcomes_port}/sinks/outcomes",
+            ],
+            {},
+        )  # fmt: skip
         self._wait_listening(topic, topic_port, timeout=30)
         self._wait_listening(alerts, alerts_port, timeout=30)
+        self._wait_listening(outcomes, outcomes_port, timeout=30)
         sandbox_url = None
         if sandbox_port is not None:
             delay = os.environ.get("SANDBOX_REPORT_DELAY", "1.0")
@@ -245,6 +259,7 @@ class Stack:
             storage_connection_string=conn,
             pids=[p.pid for p in self.children] + [self.azurite.process.pid],
             host_id=host_id,
+            outcomes_url=outcomes_url,
         )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(asdict(self.info), indent=2))
@@ -291,6 +306,7 @@ ACS Email insights is running ({acs}).
   Function key  {k}   (header x-functions-key, or ?code=)
   ACS events    {info.events_url}   (local Event Grid topic → record_*_report)
   Alerts        {info.alerts_url}   (CloudEvents topic; subscriber sink: {sink})
+  Outcomes      {info.outcomes_url}   (outcome events for apps; sink: /sinks/outcomes)
 
 Try it:
   curl -s -X POST {b}/api/emails -H 'x-functions-key: {k}' -H 'content-type: application/json' \\
@@ -299,6 +315,7 @@ Try it:
   curl -s '{b}/api/recipients/bounce@simulator.test/emails' -H 'x-functions-key: {k}'
   curl -s '{b}/api/explain?status=Failed&message=552%205.2.2%20Mailbox%20full' \\
     -H 'x-functions-key: {k}'
+  curl -s '{b}/api/reports/deliverability?groupBy=reason' -H 'x-functions-key: {k}'
   make demo        (in another terminal)
 
 Ctrl-C stops everything.

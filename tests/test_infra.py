@@ -62,6 +62,7 @@ NOT_IN_AZURE = {
     "ACS_KEY": "ACS local auth is disabled; the identity sends",
     "ACS_CONNECTION_STRING": "ACS local auth is disabled; the identity sends",
     "ALERTS_TOPIC_KEY": "the topic has local auth disabled; the identity publishes",
+    "OUTCOME_EVENTS_TOPIC_KEY": "the topic has local auth disabled; the identity publishes",
 }
 # Settings the templates set that the app does not read: the platform does.
 PLATFORM_SETTINGS = {

@@ -270,7 +270,9 @@ class Sending:
             )
             row = apply_fact(None, fact, recipient.address, message_id)
             assert row is not None
-            rows.append({**row, "updatedAt": iso(now)})
+            # sizeBytes rides along in the row (later facts keep it): the deliverability
+            # rollups group by size without reading the message row for every report.
+            rows.append({**row, "updatedAt": iso(now), "sizeBytes": request.size})
         return rows
 
     def _finish_accept(

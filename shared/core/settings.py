@@ -51,8 +51,6 @@ class Settings:
     # Alert fan-out (CloudEvents to an Event Grid custom topic).
     alerts_topic_endpoint: str | None
     alerts_topic_key: str | None
-    # Every classified outcome as a CloudEvent to a second Event Grid topic (managed identity).
-    outcome_events_topic_endpoint: str | None
     # Application Insights (the Functions host reads it too; Entra auth is the host's setting
     # APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the app does not need to read).
     appinsights_connection_string: str | None
@@ -77,6 +75,15 @@ class Settings:
     soft_bounce_suppress_hours: int
     # Status rows this instance wrote, kept in memory so the next report skips its read (0 = off).
     row_cache_mb: int
+    # Deliverability reports: the delivery-time objective (`withinSlo`), and the rollup buffer
+    # (each instance adds to memory and writes every ROLLUP_FLUSH_SECONDS; README: rollups).
+    delivery_slo_minutes: int
+    rollup_flush_seconds: int
+    rollup_shards: int  # rollup partitions per row key (one picked per instance)
+    # Outcome events for apps (CloudEvents to an Event Grid topic; off when the endpoint is empty).
+    outcome_events_topic_endpoint: str | None
+    outcome_events_topic_key: str | None
+    outcome_event_addresses: str  # hash | plain | omit, as ALERT_ADDRESSES
 
     def address_policy(self) -> AddressPolicy:
         from shared.core.alerts import AddressMode, AddressPolicy
@@ -252,7 +259,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         suppress_on_spam=env.get("SUPPRESS_ON_SPAM", "").strip().lower() in _TRUE,
         alerts_topic_endpoint=_opt(env, "ALERTS_TOPIC_ENDPOINT"),
         alerts_topic_key=_opt(env, "ALERTS_TOPIC_KEY"),
-        outcome_events_topic_endpoint=_opt(env, "OUTCOME_EVENTS_TOPIC_ENDPOINT"),
         appinsights_connection_string=_opt(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
         alert_addresses=env.get("ALERT_ADDRESSES", "").strip().lower() or "hash",
         address_hash_key=_secret(env, "ADDRESS_HASH_KEY", problems),
@@ -269,6 +275,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         soft_bounce_window_hours=_int(env, "SOFT_BOUNCE_WINDOW_HOURS", 72, problems),
         soft_bounce_suppress_hours=_int(env, "SOFT_BOUNCE_SUPPRESS_HOURS", 24, problems),
         row_cache_mb=_int(env, "ROW_CACHE_MB", 32, problems, minimum=0),
+        delivery_slo_minutes=_int(env, "DELIVERY_SLO_MINUTES", 5, problems),
+        rollup_flush_seconds=_int(env, "ROLLUP_FLUSH_SECONDS", 5, problems),
+        rollup_shards=_int(env, "ROLLUP_SHARDS", 4, problems),
+        outcome_events_topic_endpoint=_opt(env, "OUTCOME_EVENTS_TOPIC_ENDPOINT"),
+        outcome_events_topic_key=_opt(env, "OUTCOME_EVENTS_TOPIC_KEY"),
+        outcome_event_addresses=env.get("OUTCOME_EVENT_ADDRESSES", "").strip().lower() or "hash",
     )
     if settings.bounce_rate_warning > settings.bounce_rate_critical:
         problems.append("BOUNCE_RATE_WARNING must not be above BOUNCE_RATE_CRITICAL")
@@ -278,6 +290,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         problems.append("RATE_COUNTER_SHARDS must be at most 64")
     if settings.alert_addresses not in {"hash", "plain", "omit"}:
         problems.append("ALERT_ADDRESSES must be hash, plain or omit")
+    if settings.rollup_shards > 16:
+        problems.append("ROLLUP_SHARDS must be at most 16")
+    if settings.outcome_event_addresses not in {"hash", "plain", "omit"}:
+        problems.append("OUTCOME_EVENT_ADDRESSES must be hash, plain or omit")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     return settings
