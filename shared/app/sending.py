@@ -463,7 +463,13 @@ class Sending:
         )
         self._finish(message_id, SendState.FAILED, fact, now, {"failureCode": code})
         self.alerts.raise_alert(
-            for_send_failure(message_id=message_id, code=code, explanation=explanation, at=now)
+            for_send_failure(
+                message_id=message_id,
+                code=code,
+                explanation=explanation,
+                at=now,
+                shown=self.settings.address_policy(),
+            )
         )
         log.warning("send: message=%s failed for good (%s)", message_id, code)
 

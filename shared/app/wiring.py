@@ -230,7 +230,9 @@ def lookups() -> Lookups:
 def operators() -> Operators:
     from shared.app.operators import Operators
 
-    return Operators(suppression_list(), sender_health())
+    return Operators(
+        suppression_list(), sender_health(), alert_log(), get_settings().address_policy()
+    )
 
 
 def health() -> dict[str, str]:
