@@ -4,17 +4,21 @@ cases. `function_app` asks this module for a use case; nothing below it looks an
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.core.settings import get_settings
 
 if TYPE_CHECKING:
+    from shared.app.activity import Activity, ActivityFeed
+    from shared.app.console import Console
     from shared.app.lookups import Lookups
     from shared.app.monitoring import Monitoring
     from shared.app.operators import Operators
     from shared.app.reports import ReportRecorder
     from shared.app.sending import Sending
     from shared.edge.acs import AcsEmail
+    from shared.edge.activity import ActivityIndex
     from shared.edge.alert_log import AlertLog
     from shared.edge.clients import Clients
     from shared.edge.inflight import InFlight
@@ -111,7 +115,37 @@ def acs() -> AcsEmail:
     return AcsEmail(lambda: clients().email)
 
 
+@cache
+def activity_index() -> ActivityIndex:
+    from shared.edge.activity import ActivityIndex
+
+    index = ActivityIndex(clients().table_service, get_settings().table_prefix)
+    index.create_tables()
+    return index
+
+
 # --- use cases ------------------------------------------------------------------------------
+
+
+@cache
+def activity_feed() -> ActivityFeed:
+    from shared.app.activity import ActivityFeed
+
+    return ActivityFeed(activity_index(), message_store())
+
+
+@cache
+def activity() -> Activity:
+    from shared.app.activity import Activity
+
+    return Activity(activity_index())
+
+
+@cache
+def console() -> Console:
+    from shared.app.console import Console
+
+    return Console(Path(__file__).resolve().parents[2] / "console")
 
 
 @cache
@@ -119,7 +153,12 @@ def reports() -> ReportRecorder:
     from shared.app.reports import ReportRecorder
 
     return ReportRecorder(
-        get_settings(), message_store(), suppression_list(), alert_log(), sender_health()
+        get_settings(),
+        message_store(),
+        suppression_list(),
+        alert_log(),
+        sender_health(),
+        projections=[activity_feed()],
     )
 
 
@@ -136,6 +175,7 @@ def sending() -> Sending:
         in_flight(),
         alert_log(),
         acs(),
+        activity=activity_feed(),
     )
 
 
@@ -166,5 +206,6 @@ def reset() -> None:
     for built in (
         clients, message_store, suppression_list, outbox, alert_log, sender_health,
         in_flight, acs, reports, sending, monitoring, lookups, operators,
+        activity_index, activity_feed, activity, console,
     ):  # fmt: skip
         built.cache_clear()
