@@ -163,7 +163,7 @@ def test_hostile_report_texts_are_stored_safely_and_shown_verbatim(env: dict[str
         ("emoji@example.com", "550 5.1.1 📭 mailbox gone 🙈"),
         ("lone@example.com", "550 5.1.1 half a pair \ud800 here"),
         ("ctl@example.com", "550 5.1.1 tab\there\r\nline two"),
-        ("=cmd|'/C.calc'!A0@example.com", "=HYPERLINK(\"http://x\")"),
+        ("=cmd|'/C.calc'!A0@example.com", '=HYPERLINK("http://x")'),
         ("huge@example.com", "550 5.1.1 " + "x" * 16_000),
     ]
     for n, (recipient, text) in enumerate(hostile):
@@ -193,7 +193,7 @@ def test_hostile_report_texts_are_stored_safely_and_shown_verbatim(env: dict[str
     assert exported.status_code == 200
     rows = list(csv.DictReader(io.StringIO(exported.get_body().decode("utf-8-sig"))))
     formula = next(r for r in rows if r["recipient"].startswith("'="))
-    assert formula["detail"] == "'=HYPERLINK(\"http://x\")"
+    assert formula["detail"] == '\'=HYPERLINK("http://x")'
 
 
 def test_internet_message_id_resolves_case_insensitively(env: dict[str, str]) -> None:
@@ -236,9 +236,7 @@ def test_csv_export_pages_with_a_link_header(env: dict[str, str]) -> None:
     link = resp.headers["link"]
     assert link.endswith('>; rel="next"')
     query = {k: v[0] for k, v in parse_qs(link[2 : link.index(">")]).items()}
-    rest = call(
-        function_app.search_emails, "emails", params=query, headers={"accept": "text/csv"}
-    )
+    rest = call(function_app.search_emails, "emails", params=query, headers={"accept": "text/csv"})
     assert len(list(csv.reader(io.StringIO(rest.get_body().decode("utf-8-sig"))))) == 1 + 3
     assert "link" not in rest.headers
 
@@ -294,9 +292,7 @@ def test_the_whole_suppression_list_is_paged_and_exports_as_csv(env: dict[str, s
         if token is None:
             break
     assert sorted(listed) == sorted(addresses)
-    resp = call(
-        function_app.list_suppressions, "suppressions", headers={"accept": "text/csv"}
-    )
+    resp = call(function_app.list_suppressions, "suppressions", headers={"accept": "text/csv"})
     rows = list(csv.DictReader(io.StringIO(resp.get_body().decode("utf-8-sig"))))
     assert len(rows) == len(addresses)
     assert {r["reason"] for r in rows} == {"manual: =cmd asked to stop"}  # not at a cell start
@@ -353,9 +349,7 @@ def test_signed_in_principal_is_the_audited_operator(env: dict[str, str]) -> Non
         assert resp.status_code == 400, hostile
 
 
-def test_our_own_outcomes_are_in_the_feed(
-    send_env: dict[str, str], send_capture: Capture
-) -> None:
+def test_our_own_outcomes_are_in_the_feed(send_env: dict[str, str], send_capture: Capture) -> None:
     from shared.core.suppression import Change
 
     services.suppression_list().apply(
@@ -369,7 +363,9 @@ def test_our_own_outcomes_are_in_the_feed(
         "tags": {"campaign": "spring", "team": "billing"},
     }
     partial = post(body)
-    failing = post({**body, "to": [{"address": "x@example.com"}], "senderAddress": "n@unlinked.test"})
+    failing = post(
+        {**body, "to": [{"address": "x@example.com"}], "senderAddress": "n@unlinked.test"}
+    )
     assert sorted(drain(send_env)) == ["failed", "sent"]
     now = datetime.now(UTC)
     window = {"since": (now - timedelta(minutes=5)).isoformat(), "until": now.isoformat()}
@@ -389,9 +385,7 @@ def test_our_own_outcomes_are_in_the_feed(
         "send",
     )
     assert failed["reason"] == "senderror"
-    tagged = call(
-        function_app.search_emails, "emails", params={**window, "tag": "campaign=spring"}
-    )
+    tagged = call(function_app.search_emails, "emails", params={**window, "tag": "campaign=spring"})
     assert [e["recipient"] for e in json.loads(tagged.get_body())["emails"]] == [
         "x@example.com",
         "dead@example.com",
