@@ -2,7 +2,7 @@
 // newest first. The filters live in the address, so a search is a link to paste in a ticket.
 
 import { api, downloadCsv, withQuery } from "./api.js";
-import { announce, badge, clear, emailHref, h, problem, recipientHref, table, text, when, go } from "./dom.js";
+import { address, announce, badge, clear, messageLink, h, problem, recipientHref, table, text, when, go } from "./dom.js";
 import { tagList } from "./message.js";
 
 const STATUSES = [
@@ -95,13 +95,13 @@ function drawRows(results, more, query, page, earlier) {
       ["Time", "Recipient", "Status", "Reason", "Detail", "Sender", "Tags", "Message"],
       items.map((e) => [
         when(e.at),
-        h("a", { href: recipientHref(e.recipient), class: "addr" }, e.recipient),
+        h("a", { href: recipientHref(e.recipient), class: "addr" }, address(e.recipient)),
         badge(e.status),
         text(e.reason),
         h("span", { class: "detail clip" }, text(e.detail)),
-        text(e.sender),
+        h("span", { class: "addr" }, e.sender ? address(e.sender) : "—"),
         Object.keys(e.tags || {}).length ? tagList(Object.entries(e.tags)) : "—",
-        h("a", { href: emailHref(e.messageId) }, h("code", { class: "id" }, e.messageId)),
+        messageLink(e.messageId),
       ]),
       "No outcomes match in this window.",
     ),

@@ -32,8 +32,26 @@ export function link(hash, ...children) {
   return h("a", { href: hash }, ...children);
 }
 
+// An address that may wrap after its "@" (a <wbr>), not in the middle of a word.
+export function address(value) {
+  const text = String(value ?? "");
+  const at = text.lastIndexOf("@");
+  return at < 0 ? text : [text.slice(0, at + 1), h("wbr"), text.slice(at + 1)];
+}
+
 export const emailHref = (id) => `#/emails/${encodeURIComponent(id)}`;
 export const recipientHref = (address) => `#/recipients/${encodeURIComponent(address)}`;
+
+// A message id in a table: its first 8 characters shown, the whole id its accessible name.
+export function messageLink(id) {
+  const text = String(id ?? "");
+  const short = text.length > 12;
+  return h(
+    "a",
+    { href: emailHref(text), title: text, "aria-label": short ? text : null },
+    h("code", { class: "id" }, short ? `${text.slice(0, 8)}…` : text),
+  );
+}
 
 export function clear(el) {
   el.replaceChildren();

@@ -1,7 +1,7 @@
 // #/suppressions?domain= and #/alerts: the suppression list and the alerts raised, paged.
 
 import { api, downloadCsv, withQuery } from "./api.js";
-import { announce, clear, emailHref, h, problem, recipientHref, table, text, when, go } from "./dom.js";
+import { address, announce, clear, messageLink, h, problem, recipientHref, table, text, when, go } from "./dom.js";
 
 export async function suppressionsView(params) {
   const domain = params.get("domain") || "";
@@ -16,7 +16,7 @@ export async function suppressionsView(params) {
         "Suppressed addresses",
         ["Address", "Reason", "Since", "Expires"],
         items.map((s) => [
-          h("a", { href: recipientHref(s.address), class: "addr" }, s.address),
+          h("a", { href: recipientHref(s.address), class: "addr" }, address(s.address)),
           text(s.reason),
           when(s.since),
           s.expiresAt ? when(s.expiresAt) : "never",
@@ -104,7 +104,7 @@ export async function alertsView(params) {
           when(a.time),
           h("span", { class: "alert-type" }, String(a.type || "").replace(/^AcsEmailInsights\./, "")),
           h("span", { class: "detail" }, text(a.subject)),
-          a.messageId ? h("a", { href: emailHref(a.messageId) }, h("code", { class: "id" }, a.messageId)) : "—",
+          a.messageId ? messageLink(a.messageId) : "—",
           text(a.recipientDomain),
           text(a.publishState),
         ]),

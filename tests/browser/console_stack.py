@@ -108,7 +108,7 @@ def _final(story: Story, message_id: str, n: int) -> bool:
     return len(recipients) == n and all(r["status"] not in {"accepted", "sent"} for r in recipients)
 
 
-def seed(info: StackInfo) -> Story:
+def seed(info: StackInfo, hostile: bool = True) -> Story:
     story = Story(info)
     story.mixed = _send(
         story,
@@ -123,6 +123,19 @@ def seed(info: StackInfo) -> Story:
         _send(story, [f"delivered+{n}@simulator.test"], {"campaign": "welcome"}, "Welcome")
         for n in range(3)
     ]
+    if hostile:
+        _publish_hostile(story)
+    _wait(lambda: _final(story, story.mixed, 5))
+    for message_id in story.single:
+        _wait(lambda m=message_id: _final(story, m, 1))
+    if hostile:
+        _wait(lambda: _final(story, story.hostile, 1))
+    # the engagement report of opened@ follows its delivery
+    _wait(lambda: _opened(story))
+    return story
+
+
+def _publish_hostile(story: Story) -> None:
     story.hostile = str(uuid.uuid4())
     story.internet_message_id = f"<{story.hostile[:8]}.Console@EUR01.Prod.Example.COM>"
     event = {
@@ -143,15 +156,8 @@ def seed(info: StackInfo) -> Story:
             "internetMessageId": story.internet_message_id,
         },
     }
-    reply = httpx.post(info.events_url, json=[event], headers={"aeg-sas-key": EVENTS_KEY})
+    reply = httpx.post(story.info.events_url, json=[event], headers={"aeg-sas-key": EVENTS_KEY})
     assert reply.status_code == 200, reply.text
-    _wait(lambda: _final(story, story.mixed, 5))
-    for message_id in story.single:
-        _wait(lambda m=message_id: _final(story, m, 1))
-    _wait(lambda: _final(story, story.hostile, 1))
-    # the engagement report of opened@ follows its delivery
-    _wait(lambda: _opened(story))
-    return story
 
 
 def _opened(story: Story) -> bool:
