@@ -4,11 +4,14 @@ cases. `function_app` asks this module for a use case; nothing below it looks an
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.core.settings import get_settings
 
 if TYPE_CHECKING:
+    from shared.app.activity import Activity, ActivityFeed
+    from shared.app.console import Console
     from shared.app.deliverability import Deliverability, MessageFacts
     from shared.app.lookups import Lookups
     from shared.app.monitoring import Monitoring
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
     from shared.app.reports import ReportRecorder
     from shared.app.sending import Sending
     from shared.edge.acs import AcsEmail
+    from shared.edge.activity import ActivityIndex
     from shared.edge.alert_log import AlertLog
     from shared.edge.clients import Clients
     from shared.edge.inflight import InFlight
@@ -148,6 +152,15 @@ def outcome_log() -> OutcomeLog | None:
     return events
 
 
+@cache
+def activity_index() -> ActivityIndex:
+    from shared.edge.activity import ActivityIndex
+
+    index = ActivityIndex(clients().table_service, get_settings().table_prefix)
+    index.create_tables()
+    return index
+
+
 # --- use cases ------------------------------------------------------------------------------
 
 
@@ -178,6 +191,7 @@ def reports() -> ReportRecorder:
     projections: list[Projection] = [
         DeliverabilityProjection(rollups(), message_facts()),
         outcome_feed(),
+        activity_feed(),
     ]
     return ReportRecorder(
         get_settings(),
@@ -187,6 +201,27 @@ def reports() -> ReportRecorder:
         sender_health(),
         projections,
     )
+
+
+@cache
+def activity_feed() -> ActivityFeed:
+    from shared.app.activity import ActivityFeed
+
+    return ActivityFeed(activity_index(), message_store())
+
+
+@cache
+def activity() -> Activity:
+    from shared.app.activity import Activity
+
+    return Activity(activity_index())
+
+
+@cache
+def console() -> Console:
+    from shared.app.console import Console
+
+    return Console(Path(__file__).resolve().parents[2] / "console")
 
 
 @cache
@@ -209,6 +244,7 @@ def sending() -> Sending:
         in_flight(),
         alert_log(),
         acs(),
+        activity=activity_feed(),
     )
 
 
@@ -250,5 +286,6 @@ def reset() -> None:
         clients, message_store, suppression_list, outbox, alert_log, sender_health,
         in_flight, acs, reports, sending, monitoring, lookups, operators,
         rollups, outcome_log, message_facts, outcome_feed, deliverability,
+        activity_index, activity_feed, activity, console,
     ):  # fmt: skip
         built.cache_clear()
