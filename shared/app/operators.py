@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.core import views
+from shared.core import keys, views
 from shared.core.errors import InvalidInput, NotFound, Problem
 from shared.core.events import MAX_ADDRESS_LENGTH
 from shared.core.operator import operator_body
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
 
+KEY_TOO_LONG = (
+    f"too long to store: at most {keys.MAX_KEY_BYTES // 2} characters, where an emoji counts "
+    "two and each of % / \\ # ? | and control characters three"
+)
 # A DNS name (IDN in its A-label or Unicode form), as sender domains appear in reports.
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[^\s@/\\#?.]+(\.[^\s@/\\#?.]+)+$")
 
@@ -31,6 +35,8 @@ def _address(address: str) -> str:
     address = address.strip()
     if "@" not in address or len(address) > MAX_ADDRESS_LENGTH or any(c.isspace() for c in address):
         raise InvalidInput("Invalid address", [Problem("address", "must be an email address")])
+    if not keys.fits(keys.address_key(address)):  # found by tests/test_fuzz.py: was a 500
+        raise InvalidInput("Invalid address", [Problem("address", KEY_TOO_LONG)])
     return address
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from shared.core.errors import InvalidInput, Problem, UnsupportedMediaType
 from shared.core.state import parse_iso
 
 MAX_TEXT = 256
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def operator_body(
@@ -33,6 +35,10 @@ def operator_body(
             problems.append(Problem(name, "required"))
         elif value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT):
             problems.append(Problem(name, f"a string of 1 to {MAX_TEXT} characters"))
+        elif isinstance(value, str) and not value.isascii() and _LONE_SURROGATE.search(value):
+            # "\ud800" is valid JSON but not text: stored, it broke every later answer about
+            # the address (found by tests/test_fuzz.py).
+            problems.append(Problem(name, "contains an unpaired UTF-16 surrogate escape"))
     expires = data.get("expiresAt")
     if expires is not None and allow_expiry:
         try:
