@@ -43,7 +43,7 @@ from local.ports import free_port
 from local.stack import Stack, StackInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = 20_250_304
+SEED = int(os.environ.get("FUZZ_SEED", "20250304"))  # fixed; `make fuzz FUZZ_SEED=n` explores
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # per operation; `make fuzz` sets 250
 CHECKS = [
     schemathesis.checks.not_a_server_error,
