@@ -28,8 +28,8 @@ test: deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# The schema fuzzer with a larger budget: FUZZ_EXAMPLES generated requests per operation (250 x
-# 12 operations = 3,000, besides the hostile corpus); `make test` runs 30 each.
+# The schema fuzzer with a larger budget: FUZZ_EXAMPLES generated requests per operation (250
+# each, over 3,000 in all, besides the hostile corpus); `make test` runs 30 each.
 fuzz: deps
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-250} $(PY) -m pytest -q -p no:cacheprovider -o timeout=3600 tests/test_fuzz.py
 

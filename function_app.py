@@ -149,9 +149,28 @@ def detect_stuck_deliveries(timer: func.TimerRequest) -> None:
     wiring.monitoring().detect_stuck()
 
 
+# --- Deliverability reports and outcome events -----------------------------------------------
+
+
+@app.route(route="reports/deliverability", methods=["GET"])
+def get_deliverability_report(req: func.HttpRequest) -> func.HttpResponse:
+    accept = req.headers.get("accept")
+    return web.reply(req, lambda: wiring.deliverability().report(req.params, accept))
+
+
+@app.route(route="reports/failures", methods=["GET"])
+def get_failure_report(req: func.HttpRequest) -> func.HttpResponse:
+    return web.reply(req, lambda: wiring.deliverability().failures(req.params))
+
+
+@app.timer_trigger(arg_name="timer", schedule="15 */1 * * * *", run_on_startup=False)
+def publish_pending_outcome_events(timer: func.TimerRequest) -> None:
+    wiring.outcome_feed().publish_pending()
+
+
 # --- Health (anonymous) ---------------------------------------------------------------------
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def check_health(req: func.HttpRequest) -> func.HttpResponse:
-    return web.reply(req, lambda: wiring.lookups().health())
+    return web.reply(req, wiring.health)

@@ -1,4 +1,4 @@
-"""`make bench`: `python -m bench [pipeline classify imports stack]` (all four by default).
+"""`make bench`: `python -m bench [pipeline classify imports stack deliverability]` (all).
 
 Figures are throughputs, latencies and ratios against a baseline measured in the same run, since
 the machine is shared; a missed target is reported, never turned into a failing exit status.
@@ -14,7 +14,7 @@ import traceback
 
 from .report import Figure, figure, heading, summary
 
-SECTIONS = ("pipeline", "classify", "imports", "stack")
+SECTIONS = ("pipeline", "classify", "imports", "stack", "deliverability")
 
 
 def classify_section() -> list[Figure]:

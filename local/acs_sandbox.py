@@ -2,8 +2,9 @@
 
 What it reproduces, and where from:
 - the two data-plane operations of the OpenAPI spec (`POST /emails:send`, `GET
-  /emails/operations/{operationId}`), their headers and bodies, per
-  /work/shared/reference/acs-email-api/ (spec + examples);
+  /emails/operations/{operationId}`), their headers and bodies, per the spec and its examples;
+  send bodies are validated with jsonschema against the spec's own schema (a copy beside this
+  module, `acs-email-2025-09-01.json`) plus the service rules it leaves out (`SERVICE_RULES`);
 - ACS's HMAC-SHA256 request signing, verified exactly as the SDK's `HMACCredentialsPolicy` signs;
 - ACS's send limits: 50 recipients, 10 MB request, per-minute/per-hour quota (429 + Retry-After);
 - Event Grid-schema `EmailDeliveryReportReceived` / `EmailEngagementTrackingReportReceived`
@@ -28,22 +29,26 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import math
 import re
+import textwrap
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import httpx
+from jsonschema import Draft4Validator, FormatChecker, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -248,7 +253,13 @@ def check_signature(
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation of the EmailMessage body (spec definitions EmailMessage and below)
+# Validation of the EmailMessage body: the spec's JSON Schema, then what ACS enforces beyond it
+
+# A verbatim copy of azure-rest-api-specs specification/communication/data-plane/Email/stable/
+# 2025-09-01/CommunicationServicesEmail.json (commit 6e3a232), so a clone needs nothing else.
+# The 2023-03-31 body differs only by lacking EmailAttachment.contentId, which the schema does
+# not forbid either way, so one schema serves both API_VERSIONS.
+SPEC_PATH = Path(__file__).with_name("acs-email-2025-09-01.json")
 
 
 @dataclass(frozen=True)
@@ -273,97 +284,127 @@ def is_address(value: str) -> bool:
     return ADDRESS_RE.match(value) is not None
 
 
-def _required_text(obj: Mapping[str, Any], key: str, target: str, out: list[Problem]) -> None:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.strip():
-        out.append(Problem(ErrorCode.INVALID_REQUEST, f"The {key} field is required.", target))
+# The spec types every field but leaves these to the service. Written as JSON Schema over the
+# same body, each with the ACS error it gets: `x-message` is the message when the keyword beside
+# it fails (the schema is only read by this module). What ACS itself answers for each is from
+# the REST reference and SDK tracebacks; the sandbox's wording is its own.
+_ADDRESS_RULES = {"properties": {"address": {"format": "email"}}}
+_PRESENT = {"minLength": 1}
+SERVICE_RULES: dict[str, Any] = {
+    "properties": {
+        "senderAddress": {
+            "minLength": 1,
+            "x-message": "The senderAddress field is required.",
+            "format": "email",
+        },
+        "content": {
+            "properties": {
+                "subject": {"pattern": r"\S", "x-message": "The subject field is required."}
+            },
+            # A message needs a body: plain text, HTML or both.
+            "anyOf": [
+                {"required": ["plainText"], "properties": {"plainText": _PRESENT}},
+                {"required": ["html"], "properties": {"html": _PRESENT}},
+            ],
+            "x-message": "At least one of content.plainText and content.html is required.",
+        },
+        "recipients": {
+            "properties": {
+                "to": {
+                    "minItems": 1,
+                    "x-message": "At least one To recipient is required.",
+                    "items": _ADDRESS_RULES,
+                },
+                "cc": {"items": _ADDRESS_RULES},
+                "bcc": {"items": _ADDRESS_RULES},
+            }
+        },
+        "replyTo": {"items": _ADDRESS_RULES},
+        "attachments": {
+            "items": {
+                "properties": {
+                    "name": _PRESENT,
+                    "contentType": _PRESENT,
+                    "contentInBase64": _PRESENT,
+                }
+            }
+        },
+    }
+}
+
+# Only the two formats the schemas use: `byte` (the spec's, for contentInBase64) and `email`
+# (ours). Other values of `format` (the spec's `uuid` headers) are not the body's business.
+_FORMATS = FormatChecker(formats=())
 
 
-def _addresses(value: Any, target: str, out: list[Problem]) -> list[str]:
-    """Validate a list of EmailAddress; returns the syntactically checked addresses."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        out.append(Problem(ErrorCode.INVALID_REQUEST, "Must be an array.", target))
-        return []
-    found: list[str] = []
-    for i, item in enumerate(value):
-        where = f"{target}[{i}]"
-        address = item.get("address") if isinstance(item, dict) else None
-        if not isinstance(address, str) or not address:
-            out.append(Problem(ErrorCode.INVALID_REQUEST, "The address field is required.", where))
-            continue
-        if not is_address(address):
-            out.append(
-                Problem(
-                    ErrorCode.INVALID_EMAIL_ADDRESS,
-                    f"'{address}' is not a valid email address.",
-                    f"{where}.address",
-                )
-            )
-        display = item.get("displayName")
-        if display is not None and not isinstance(display, str):
-            out.append(Problem(ErrorCode.INVALID_REQUEST, "Must be a string.", f"{where}"))
-        found.append(address)
-    return found
+@_FORMATS.checks("email")
+def _is_address(value: object) -> bool:
+    return not isinstance(value, str) or is_address(value)
+
+
+@_FORMATS.checks("byte", raises=binascii.Error)
+def _is_base64(value: object) -> bool:
+    if isinstance(value, str):
+        base64.b64decode(value, validate=True)
+    return True
+
+
+@functools.cache
+def _validator() -> Draft4Validator:
+    """Swagger 2.0 schemas are a draft-4 subset; `x-ms-*`, `example` and `x-message` are
+    annotations the validator skips."""
+    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    schema = {
+        "definitions": spec["definitions"],
+        "allOf": [{"$ref": "#/definitions/EmailMessage"}, SERVICE_RULES],
+    }
+    return Draft4Validator(schema, format_checker=_FORMATS)
+
+
+def _target(path: Iterable[str | int]) -> str:
+    """`recipients.to[0].address`, as ACS error details name a field."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+def _problems(error: ValidationError) -> list[Problem]:
+    path = list(error.absolute_path)
+    if error.validator == "required":  # one error per missing name: name it in the target
+        present = error.instance if isinstance(error.instance, dict) else {}
+        names = error.validator_value if isinstance(error.validator_value, list) else []
+        return [
+            Problem(ErrorCode.INVALID_REQUEST, f"The {n} field is required.", _target([*path, n]))
+            for n in names
+            if n not in present
+        ]
+    where = _target(path)
+    if error.validator == "format" and error.validator_value == "email":
+        message = f"'{error.instance}' is not a valid email address."
+        return [Problem(ErrorCode.INVALID_EMAIL_ADDRESS, message, where)]
+    if error.validator == "format" and error.validator_value == "byte":
+        return [Problem(ErrorCode.INVALID_ATTACHMENT, f"{path[-1]} is not valid base64.", where)]
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if isinstance(custom := schema.get("x-message"), str):
+        message = custom
+    elif error.validator == "type":
+        message = f"Must be of type {error.validator_value}."
+    else:  # jsonschema's own wording, which quotes the value: kept short
+        message = textwrap.shorten(error.message, 200)
+    return [Problem(ErrorCode.INVALID_REQUEST, message, where)]
 
 
 def validate_message(body: Any) -> list[Problem]:
-    """Every problem with an EmailMessage, in document order; [] when ACS would accept it."""
+    """Every problem with an EmailMessage, one per field; [] when ACS would accept it."""
     out: list[Problem] = []
-    if not isinstance(body, dict):
-        return [Problem(ErrorCode.INVALID_REQUEST, "The body must be a JSON object.", "")]
-
-    sender = body.get("senderAddress")
-    if not isinstance(sender, str) or not sender:
-        out.append(
-            Problem(
-                ErrorCode.INVALID_REQUEST, "The senderAddress field is required.", "senderAddress"
-            )
-        )
-    elif not is_address(sender):
-        out.append(
-            Problem(
-                ErrorCode.INVALID_EMAIL_ADDRESS,
-                f"'{sender}' is not a valid email address.",
-                "senderAddress",
-            )
-        )
-
-    content = body.get("content")
-    if not isinstance(content, dict):
-        out.append(Problem(ErrorCode.INVALID_REQUEST, "The content field is required.", "content"))
-    else:
-        _required_text(content, "subject", "content.subject", out)
-        bodies = [content.get(k) for k in ("plainText", "html")]
-        if not any(isinstance(b, str) and b for b in bodies):
-            out.append(
-                Problem(
-                    ErrorCode.INVALID_REQUEST,
-                    "At least one of content.plainText and content.html is required.",
-                    "content",
-                )
-            )
-
-    recipients = body.get("recipients")
-    if not isinstance(recipients, dict):
-        out.append(
-            Problem(ErrorCode.INVALID_REQUEST, "The recipients field is required.", "recipients")
-        )
-    else:
-        if not recipients.get("to"):
-            out.append(
-                Problem(
-                    ErrorCode.INVALID_REQUEST,
-                    "At least one To recipient is required.",
-                    "recipients.to",
-                )
-            )
-        total = sum(
-            len(_addresses(recipients.get(kind), f"recipients.{kind}", out))
-            for kind in ("to", "cc", "bcc")
-        )
-        if total > MAX_RECIPIENTS:
+    for error in _validator().iter_errors(body):
+        out.extend(p for p in _problems(error) if p.target not in {o.target for o in out})
+    recipients = body.get("recipients") if isinstance(body, dict) else None
+    if isinstance(recipients, dict):
+        lists = [recipients.get(kind) for kind in ("to", "cc", "bcc")]
+        total = sum(len(value) for value in lists if isinstance(value, list))
+        if total > MAX_RECIPIENTS:  # across three lists: beyond what a JSON Schema can count
             out.append(
                 Problem(
                     ErrorCode.TOO_MANY_RECIPIENTS,
@@ -372,45 +413,6 @@ def validate_message(body: Any) -> list[Problem]:
                     "recipients",
                 )
             )
-
-    _addresses(body.get("replyTo"), "replyTo", out)
-
-    headers = body.get("headers")
-    if headers is not None and (
-        not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
-    ):
-        out.append(Problem(ErrorCode.INVALID_REQUEST, "Must map names to strings.", "headers"))
-
-    attachments = body.get("attachments")
-    if attachments is not None and not isinstance(attachments, list):
-        out.append(Problem(ErrorCode.INVALID_REQUEST, "Must be an array.", "attachments"))
-    for i, att in enumerate(attachments if isinstance(attachments, list) else []):
-        where = f"attachments[{i}]"
-        if not isinstance(att, dict):
-            out.append(Problem(ErrorCode.INVALID_REQUEST, "Must be an object.", where))
-            continue
-        for key in ("name", "contentType", "contentInBase64"):
-            _required_text(att, key, f"{where}.{key}", out)
-        data = att.get("contentInBase64")
-        if isinstance(data, str) and data:
-            try:
-                base64.b64decode(data, validate=True)
-            except binascii.Error:
-                out.append(
-                    Problem(
-                        ErrorCode.INVALID_ATTACHMENT,
-                        "contentInBase64 is not valid base64.",
-                        f"{where}.contentInBase64",
-                    )
-                )
-
-    tracking = body.get("userEngagementTrackingDisabled")
-    if tracking is not None and not isinstance(tracking, bool):
-        out.append(
-            Problem(
-                ErrorCode.INVALID_REQUEST, "Must be a boolean.", "userEngagementTrackingDisabled"
-            )
-        )
     return out
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .stack import read_stack_info
+from .stack import STATE_FILE, data_dir_from_env
 
 ADDRESSES = [
     "delivered@simulator.test",
@@ -25,6 +27,30 @@ ADDRESSES = [
     "clicked@simulator.test",
 ]
 PENDING = {"accepted", "sent", None}
+
+
+def running_stack(data_dir: Path | None = None) -> dict[str, Any]:
+    """stack.json's stack, when that very stack answers; otherwise exit with one line.
+
+    The host's /admin/host/status must answer, with the key, the host id the file names: a
+    file left by a killed run, or another stack on the same port, never gets a request.
+    """
+    path = (data_dir or data_dir_from_env()) / STATE_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+        reply = httpx.get(
+            f"{info['base_url']}/admin/host/status",
+            headers={"x-functions-key": info["function_key"]},
+            timeout=5,
+        )
+        answered = reply.status_code == 200 and reply.json().get("id") == info["host_id"]
+    except FileNotFoundError:
+        sys.exit("make demo: no stack is running (no stack.json): start `make run` first")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, httpx.HTTPError):
+        answered = False
+    if not answered:
+        sys.exit(f"make demo: {path} names no running stack: start `make run` first")
+    return info
 
 
 def _client(info: dict[str, Any]) -> httpx.Client:
@@ -91,7 +117,14 @@ def table(view: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    info = read_stack_info()
+    info = running_stack()
+    try:
+        _demo(info)
+    except httpx.TransportError as exc:  # the stack went away mid-demo
+        sys.exit(f"make demo: lost the stack at {info['base_url']} ({exc}): is `make run` up?")
+
+
+def _demo(info: dict[str, Any]) -> None:
     with _client(info) as client:
         message_id = send(client)
         print(
@@ -104,6 +137,8 @@ def main() -> None:
         print(f"\nlookup: {info['base_url']}/api/emails/{message_id}")
         _show_suppressions_and_alerts(client, info)
         _show_sender_health(client, view.get("sender"))
+        _show_outcome_events(info, message_id)
+        _show_report(client)
 
 
 def _show_sender_health(client: httpx.Client, sender: str | None) -> None:
@@ -141,6 +176,46 @@ def _show_suppressions_and_alerts(client: httpx.Client, info: dict[str, Any]) ->
         for e in events[-10:]:
             data = e.get("data") or {}
             print(f"  {e.get('type')}: message {data.get('messageId')} {data.get('reason') or ''}")
+
+
+def _show_outcome_events(info: dict[str, Any], message_id: str) -> None:
+    url = info.get("outcomes_url")
+    if not url:
+        return
+    sink = url.rsplit("/api", 1)[0] + "/sinks/outcomes"
+    deadline = time.monotonic() + 10
+    mine: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:  # published right after each report was recorded
+        try:
+            events = httpx.get(sink, timeout=5).json()
+        except httpx.HTTPError:
+            return
+        mine = [e for e in events if (e.get("data") or {}).get("messageId") == message_id]
+        if len(mine) >= len(ADDRESSES) - 1:  # every recipient's outcome (unknown has none)
+            break
+        time.sleep(0.5)
+    print(f"\noutcome events received by the app's subscriber ({len(mine)}):")
+    for e in mine:
+        data = e.get("data") or {}
+        who = f"{data.get('recipientDomain')} #{str(data.get('recipientHash'))[:8]}"
+        reason = data.get("reason") or "-"
+        print(f"  {e.get('type'):<20} {who}  reason={reason}  tags={data.get('tags')}")
+
+
+def _show_report(client: httpx.Client) -> None:
+    reply = client.get("/api/reports/deliverability", params={"groupBy": "reason"})
+    if reply.status_code != 200:
+        return
+    report = reply.json()
+    t = report["totals"]
+    rate = t["deliveryRate"]
+    print(
+        f"\ndeliverability, last 24 h: {t['recipients']} recipients, "
+        f"delivery rate {'-' if rate is None else f'{rate:.0%}'}, "
+        f"p50 delivery {t['latencyMs']['p50'] or '-'} ms; by reason:"
+    )
+    for g in report["groups"][:8]:
+        print(f"  {g['key']:<16} {g['recipients']:>4}  delivered {g['delivered']}")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@ Core Tools cannot be installed here, so this module reads the app the way the ho
 `app.get_functions()`, the trigger bindings as function.json spells them) and feeds each function
 the objects the Python worker would build, using the library's own converters:
 
-- HTTP triggers at `/<routePrefix>/<route>` (`api` by default) with ASP.NET-style route templates,
-  methods and auth levels (function and admin levels both take the one local key, from the
-  `x-functions-key` header or the `code` query parameter);
+- HTTP triggers at `/<routePrefix>/<route>` (`api` by default), methods and auth levels (function
+  and admin levels both take the one local key, from the `x-functions-key` header or the `code`
+  query parameter); routes of plain segments and `{name}` parameters, the part of ASP.NET's
+  template syntax that function_app uses (a function with any other route is not served);
 - Event Grid triggers at `POST /runtime/webhooks/eventgrid?functionName=<name>&code=<key>`, in
   the Event Grid schema (`aeg-event-type` header) and CloudEvents 1.0 (handshake, both content
   types);
 - queue triggers polling Storage/Azurite the way the WebJobs queue listener does, honouring
   host.json `extensions.queues` (and `AzureFunctionsJobHost__...` app-setting overrides);
-- timer triggers on NCRONTAB (6 fields, seconds first) or TimeSpan (`hh:mm:ss`) schedules.
+- timer triggers on NCRONTAB (6 fields, seconds first) or TimeSpan (`hh:mm:ss`) schedules;
+- `GET /admin/host/status` with the key: the host's id (`AzureFunctionsWebHost__hostid`) and state.
 
 Binding expressions `%SETTING%` in queue names, schedules and routes resolve from the settings;
 a function whose `AzureWebJobs.<name>.Disabled` setting is true (or 1) is not served.
@@ -28,7 +30,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
+import copy
 import hmac
 import importlib
 import importlib.util
@@ -47,29 +49,37 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes, urlencode
 
 import azure.functions as func
 import uvicorn
+import uvicorn.config
 from azure.functions import _abc as func_abc  # TraceContext/RetryContext have no public alias
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
+from croniter import CroniterBadDateError, croniter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage
 
 DEFAULT_FUNCTION_KEY = "local-dev-key"
+# The app's own problem types live here too (shared/web.py): one vocabulary for clients.
+PROBLEM_BASE = (
+    "https://github.com/acs-email-insights/acs-email-insights/blob/main/docs/problems.md#"
+)
 DEFAULT_PORT = 7071
 KEY_ENV = "LOCAL_FUNCTION_KEY"
+HOST_ID_SETTING = "AzureFunctionsWebHost__hostid"
 # App settings of this shape override host.json values, as in Azure (`__` or `:` separated).
 HOST_OVERRIDE_PREFIXES = ("azurefunctionsjobhost__", "azurefunctionsjobhost:")
 DEFAULT_STORAGE_SETTING = "AzureWebJobsStorage"
@@ -197,99 +207,73 @@ class Schedule(Protocol):
     def next_after(self, moment: datetime) -> datetime: ...
 
 
-_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-# (field, lowest, highest, names): NCRONTAB with seconds, the form Azure timer triggers take.
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("second", 0, 59, {}),
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day", 1, 31, {}),
-    ("month", 1, 12, {n: i for i, n in enumerate(_MONTH_NAMES, start=1)}),
-    ("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)}),  # 0 and 7 are Sunday
-)
+# Names NCrontab knows; croniter knows the same ones, and these let us check range order.
+_CRON_NAMES = {
+    name: number
+    for names, first in (
+        (("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1),
+        (("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 0),
+    )
+    for number, name in enumerate(names, start=first)
+}
+_CRON_TOKEN = re.compile(r"\*|\d+|[A-Za-z]{3}")
 
 
-def _cron_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
-    def value(token: str) -> int:
-        if token.upper() in names:
-            return names[token.upper()]
-        if token.isdigit():
-            return int(token)
-        raise ValueError(f"{name}: {token!r} is not a number or a known name")
+def _cron_number(token: str) -> int | None:
+    """A number or a month/day name as its number; None for `*`."""
+    return int(token) if token.isdigit() else _CRON_NAMES.get(token.upper())
 
-    values: set[int] = set()
-    for part in text.split(","):
-        base, slash, step_text = part.partition("/")
-        if slash and not step_text.isdigit():
-            raise ValueError(f"{name}: bad step in {part!r}")
-        step = int(step_text) if slash else 1
-        if step < 1:
-            raise ValueError(f"{name}: step must be positive in {part!r}")
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = value(first), value(last)
-        else:
-            start = value(base)
-            end = high if slash else start  # `5/15` means from 5 to the end, every 15
-        if not low <= start <= end <= high:
-            raise ValueError(f"{name}: {part!r} outside {low}-{high} or reversed")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+
+def _ncrontab_fields(expression: str) -> list[str]:
+    """The six fields, checked against what NCrontab (the Functions timer's parser) accepts.
+
+    croniter reads more than NCrontab: `L`, `W`, `#`, `?`, `H`, `@daily`, a seventh (year)
+    field and wrapping ranges such as `5-1`. A schedule the real host would refuse must fail
+    here too, so those are turned away before croniter sees the expression.
+    """
+    fields = expression.split()
+    if len(fields) == 5:  # the WebJobs CronSchedule reads five fields as classic cron: second 0
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(
+            f"NCRONTAB needs 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} "
+            f"{{day-of-week}}), got {expression!r}"
+        )
+    for text in fields:
+        for part in text.split(","):
+            ends = part.partition("/")[0].split("-")
+            if len(ends) > 2 or not all(_CRON_TOKEN.fullmatch(end) for end in ends):
+                raise ValueError(f"{text!r} in {expression!r}: not NCRONTAB")
+            low, high = (_cron_number(end) for end in (ends[0], ends[-1]))
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{text!r} in {expression!r}: reversed range")
+    return fields
 
 
 @dataclass(frozen=True)
 class CronSchedule:
+    """NCRONTAB, seconds first (`0 */5 * * * *`), as Azure Functions timer triggers take it."""
+
     expression: str
-    seconds: frozenset[int]
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
+    fields: str  # the six fields croniter reads
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
-        parts = expression.split()
-        if len(parts) == 5:  # classic cron without seconds: fire at second 0
-            parts = ["0", *parts]
-        if len(parts) != 6:
-            raise ValueError(
-                f"NCRONTAB needs 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} "
-                f"{{day-of-week}}), got {expression!r}"
-            )
-        fields = [_cron_field(p, *spec) for p, spec in zip(parts, _CRON_FIELDS, strict=True)]
-        seconds, minutes, hours, days, months, weekdays = fields
-        return cls(
-            expression, seconds, minutes, hours, days, months, frozenset(d % 7 for d in weekdays)
-        )
+        schedule = cls(expression, " ".join(_ncrontab_fields(expression)))
+        schedule._iterator(datetime.now(UTC))  # croniter's own checks: ranges, names, steps
+        return schedule
+
+    def _iterator(self, start: datetime) -> croniter:
+        # day_or=False: NCrontab wants day-of-month AND day-of-week to match when both are
+        # restricted (Vixie cron, croniter's default, ORs them).
+        return croniter(self.fields, start, day_or=False, second_at_beginning=True)
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first whole second strictly after `moment` that matches every field.
-
-        Day-of-month and day-of-week must *both* match, as in NCrontab (Vixie cron ORs them
-        when both are restricted).
-        """
-        t = moment.replace(microsecond=0) + timedelta(seconds=1)
-        horizon = t.year + 10  # enough for any 29 February; beyond it the schedule never fires
-        while t.year <= horizon:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(
-                    day=1
-                )
-            elif t.day not in self.days or (t.weekday() + 1) % 7 not in self.weekdays:
-                t = t.replace(hour=0, minute=0, second=0) + timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0, second=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t = t.replace(second=0) + timedelta(minutes=1)
-            elif t.second not in self.seconds:
-                t += timedelta(seconds=1)
-            else:
-                return t
-        raise ValueError(f"schedule {self.expression!r} never fires")
+        """The first whole second strictly after `moment` that matches every field."""
+        try:
+            return self._iterator(moment).get_next(datetime)
+        except CroniterBadDateError:  # croniter looks 50 years ahead, then gives up
+            raise ValueError(f"schedule {self.expression!r} never fires") from None
 
 
 @dataclass(frozen=True)
@@ -314,158 +298,67 @@ def parse_schedule(text: str) -> CronSchedule | IntervalSchedule:
 
 # --- route templates -------------------------------------------------------------------------
 
-_CONSTRAINT_PATTERNS = {
-    "int": r"-?\d+",
-    "long": r"-?\d+",
-    "bool": r"(?:true|false)",
-    "alpha": r"[A-Za-z]+",
-    "decimal": r"-?\d+(?:\.\d+)?",
-    "double": r"-?\d+(?:\.\d+)?",
-    "float": r"-?\d+(?:\.\d+)?",
-    "guid": r"\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}\}?",
-    "datetime": r"[^/]+",
-}
-_CONSTRAINT_CHECKS: dict[str, Callable[[str, list[int]], bool]] = {
-    "min": lambda v, a: int(v) >= a[0],
-    "max": lambda v, a: int(v) <= a[0],
-    "range": lambda v, a: a[0] <= int(v) <= a[1],
-    "minlength": lambda v, a: len(v) >= a[0],
-    "maxlength": lambda v, a: len(v) <= a[0],
-    "length": lambda v, a: len(v) == a[0] if len(a) == 1 else a[0] <= len(v) <= a[1],
-}
+# A whole-segment route parameter, `{messageId}`. ASP.NET also has optional, default, catch-all,
+# constrained and in-segment parameters (`{id:int?}`, `{*rest}`, `{name}.{ext}`); function_app
+# uses none of them, so the stand-in does not serve them rather than half-imitate them.
+_ROUTE_PARAMETER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+# Kestrel decodes a request path except `%2F`: an encoded slash stays as sent, so it can never
+# split a segment, and the route value keeps it encoded.
+_ENCODED_SLASH = re.compile(rb"(%2F)", re.IGNORECASE)
+
+
+class UnsupportedRouteError(ValueError):
+    """A route template beyond plain segments and `{name}`; its function is not served."""
 
 
 @dataclass(frozen=True)
 class RouteTemplate:
-    """An ASP.NET Core route template as Functions accepts it: `{name}`, `{name?}`, `{name=dflt}`,
-    `{name:int}`, `{name:regex(...)}`, `{*rest}`. Literals match case-insensitively."""
+    """A Functions route of plain segments and `{name}` segments, compiled by starlette's
+    `compile_path`. Literals match case-insensitively and a trailing slash is ignored, as in
+    ASP.NET Core routing."""
 
     template: str
     pattern: re.Pattern[str]
-    names: tuple[str, ...]  # route parameter per regex group g0, g1, ...
-    checks: tuple[tuple[int, Callable[[str], bool]], ...]
-    defaults: Mapping[str, str]
-    rank: tuple[int, int, int]  # lower sorts first: literal-heavy, then constrained, then loose
+    # Lower sorts first: per segment, a literal (0) outranks a parameter (1), as ASP.NET
+    # orders `emails/pending` before `emails/{messageId}`.
+    rank: tuple[int, ...]
 
     def match(self, path: str) -> dict[str, str] | None:
-        m = self.pattern.fullmatch(path)
-        if m is None:
-            return None
-        params = dict(self.defaults)
-        for i, name in enumerate(self.names):
-            value = m[f"g{i}"]
-            if value is not None and value != "":
-                params[name] = value
-        for i, check in self.checks:
-            value = m[f"g{i}"]
-            if value and not check(value):
-                return None
-        return params
-
-
-def _segment_parts(segment: str, template: str) -> list[tuple[bool, str]]:
-    """(is_parameter, text) pieces of one route segment; `{{` and `}}` are literal braces."""
-    parts: list[tuple[bool, str]] = []
-    text, i, inside = "", 0, False
-    while i < len(segment):
-        if segment[i : i + 2] in ("{{", "}}"):
-            text += segment[i]
-            i += 2
-            continue
-        if segment[i] == "{" and not inside:
-            if text:
-                parts.append((False, text))
-            text, inside = "", True
-        elif segment[i] == "}" and inside:
-            parts.append((True, text))
-            text, inside = "", False
-        else:
-            text += segment[i]
-        i += 1
-    if inside:
-        raise ValueError(f"route {template!r}: unclosed {{ in {segment!r}")
-    if text:
-        parts.append((False, text))
-    return parts
-
-
-def _split_constraints(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == ":" and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return parts
+        m = self.pattern.match(path[:-1] if path.endswith("/") and path != "/" else path)
+        return None if m is None else m.groupdict()
 
 
 def compile_route(template: str) -> RouteTemplate:
-    names: list[str] = []
-    checks: list[tuple[int, Callable[[str], bool]]] = []
-    defaults: dict[str, str] = {}
-    literals = constrained = loose = 0
-
-    def param(spec: str) -> tuple[str, bool]:
-        """Register one `{...}`; returns (regex, optional)."""
-        nonlocal constrained, loose
-        catch_all = spec.startswith("*")
-        spec = spec.lstrip("*")
-        optional = spec.endswith("?")
-        spec = spec.rstrip("?")
-        spec, eq, default = spec.partition("=")
-        name, *constraints = _split_constraints(spec)
-        index = len(names)
-        names.append(name.strip())
-        if eq:
-            defaults[name.strip()] = default
-            optional = True
-        regex = ".*" if catch_all else "[^/]+"
-        for constraint in constraints:
-            kind, _, args = constraint.partition("(")
-            kind = kind.strip().lower()
-            args = args.removesuffix(")")
-            if kind in _CONSTRAINT_PATTERNS:
-                regex = _CONSTRAINT_PATTERNS[kind]
-            elif kind == "regex":
-                regex = f"(?:{args.removeprefix('^').removesuffix('$')})"
-            elif kind in _CONSTRAINT_CHECKS:
-                numbers = [int(a) for a in args.split(",")]
-                rule = _CONSTRAINT_CHECKS[kind]
-                checks.append((index, functools.partial(_safe, rule, numbers)))
-                if kind in {"min", "max", "range"}:
-                    regex = _CONSTRAINT_PATTERNS["long"]
-            else:
-                raise ValueError(f"route {template!r}: unknown constraint {constraint!r}")
-        if catch_all or not constraints:
-            loose += 1
-        else:
-            constrained += 1
-        return f"(?P<g{index}>{regex})", optional or catch_all
-
-    pieces: list[str] = []
-    for segment in (s for s in template.strip("/").split("/") if s):
-        parts = _segment_parts(segment, template)
-        if len(parts) == 1 and parts[0][0]:  # a whole-segment parameter may be left out
-            regex, optional = param(parts[0][1])
-            pieces.append(f"(?:/{regex})?" if optional else f"/{regex}")
-            continue
-        pieces.append("/" + "".join(param(t)[0] if p else re.escape(t) for p, t in parts))
-        literals += not any(p for p, _ in parts)
-    pattern = re.compile("".join(pieces) + "/?", re.IGNORECASE)
+    segments = [s for s in template.strip("/").split("/") if s]
+    for segment in segments:
+        if ("{" in segment or "}" in segment) and not _ROUTE_PARAMETER.fullmatch(segment):
+            raise UnsupportedRouteError(
+                f"route {template!r} uses {segment!r}; the stand-in serves plain segments "
+                "and whole-segment {name} parameters only"
+            )
+    try:
+        regex, _, _ = compile_path("/" + "/".join(segments))
+    except ValueError as exc:  # a parameter named twice
+        raise UnsupportedRouteError(f"route {template!r}: {exc}") from None
     return RouteTemplate(
-        template, pattern, tuple(names), tuple(checks), defaults, (-literals, constrained, loose)
+        template,
+        re.compile(regex.pattern, re.IGNORECASE),
+        tuple(int(_ROUTE_PARAMETER.fullmatch(s) is not None) for s in segments),
     )
 
 
-def _safe(rule: Callable[[str, list[int]], bool], numbers: list[int], value: str) -> bool:
-    try:
-        return rule(value, numbers)
-    except ValueError:
-        return False
+def request_path(scope: Mapping[str, Any]) -> str:
+    """The request path as Kestrel hands it to routing: percent-decoded as UTF-8, except `%2F`.
+
+    uvicorn's `scope["path"]` decodes `%2F` too, which would turn `a%2Fb` into two segments.
+    """
+    raw = scope.get("raw_path")
+    if not raw:
+        return str(scope["path"])
+    return "".join(
+        part.decode("ascii") if i % 2 else unquote_to_bytes(part).decode("utf-8", "replace")
+        for i, part in enumerate(_ENCODED_SLASH.split(raw))
+    )
 
 
 _SETTING_REFERENCE = re.compile(r"%([^%]+)%")
@@ -700,6 +593,9 @@ class _Host:
     ) -> None:
         self.specs = specs
         self.key = function_key
+        # The real host's id setting; `make run` sets it so `make demo` can tell its own stack
+        # from a stale or foreign one on the same port.
+        self.host_id = settings.get(HOST_ID_SETTING) or uuid.uuid4().hex
         self.settings = settings
         self.config = config
         self.app_dir = app_dir
@@ -722,6 +618,9 @@ class _Host:
             except MissingSettingError as exc:
                 self.disabled[spec.name] = f"missing app setting {exc.args[0]}"
                 log.error("Function '%s' disabled: missing app setting %s", spec.name, exc.args[0])
+            except UnsupportedRouteError as exc:
+                self.disabled[spec.name] = str(exc)
+                log.error("Function '%s' not served: %s", spec.name, exc)
             if spec.unserved_bindings:
                 log.warning(
                     "Function '%s': bindings not served by the stand-in: %s",
@@ -878,6 +777,14 @@ class _Host:
         given = request.headers.get("x-functions-key") or request.query_params.get("code")
         return given is not None and hmac.compare_digest(given.encode(), self.key.encode())
 
+    # -- admin API --
+
+    async def host_status(self, request: Request) -> Response:
+        """`GET /admin/host/status`, as the real host answers it (admin level: here, the key)."""
+        if not self._key_ok(request):
+            return host_problem(request, HostProblem.UNAUTHORIZED)
+        return JSONResponse({"id": self.host_id, "state": "Running"})
+
     # -- HTTP triggers --
 
     def _route_path(self, path: str) -> str | None:
@@ -892,7 +799,7 @@ class _Host:
         return None
 
     async def http_endpoint(self, request: Request) -> Response:
-        path = self._route_path(request.scope["path"])
+        path = self._route_path(request_path(request.scope))
         matches = []
         if path is not None:
             for route in self.routes:
@@ -900,7 +807,7 @@ class _Host:
                 if params is not None:
                     matches.append((route, params))
         if not matches:
-            return Response(status_code=404)
+            return host_problem(request, HostProblem.NOT_FOUND)
         method = request.method.upper()
         allowed = [(r, p) for r, p in matches if r.methods is None or method in r.methods]
         if not allowed:
@@ -908,7 +815,7 @@ class _Host:
             return Response(status_code=405, headers={"Allow": ", ".join(methods)})
         route, params = allowed[0]
         if not route.anonymous and not self._key_ok(request):
-            return Response(status_code=401)
+            return host_problem(request, HostProblem.UNAUTHORIZED)
         body = await request.body()
         http_request = _to_http_request(request, params, body)
         outcome = await self.invoke(
@@ -926,10 +833,10 @@ class _Host:
 
     async def event_grid_endpoint(self, request: Request) -> Response:
         if not self._key_ok(request):
-            return Response(status_code=401)
+            return host_problem(request, HostProblem.UNAUTHORIZED)
         spec = self.event_grid.get(request.query_params.get("functionName", "").lower())
         if spec is None:
-            return Response(status_code=404)
+            return host_problem(request, HostProblem.NOT_FOUND)
         if request.method == "OPTIONS":
             # CloudEvents 1.0 webhook abuse protection: echo the origin, allow any rate.
             origin = request.headers.get("webhook-request-origin")
@@ -1103,6 +1010,42 @@ class _Host:
         await self.invoke(job.spec, timer)
 
 
+class HostProblem(StrEnum):
+    """The errors the host answers itself, as RFC 9457 problems: the `type` fragment."""
+
+    UNAUTHORIZED = "unauthorized"  # 401: no function key, or not the host's key
+    NOT_FOUND = "not-found"  # 404: no function at this route (or no such Event Grid function)
+
+
+_PROBLEM_TITLES = {
+    HostProblem.UNAUTHORIZED: "A valid function key is required",
+    HostProblem.NOT_FOUND: "No function serves this route",
+}
+_PROBLEM_STATUS = {HostProblem.UNAUTHORIZED: 401, HostProblem.NOT_FOUND: 404}
+# RFC 3986 pchar besides letters, digits and escapes, less `@`: an address stays `a%40b`.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:"
+
+
+def problem_instance(scope: Mapping[str, Any]) -> str:
+    """The request path as a valid URI reference, re-encoded segment by segment (an encoded
+    slash stays one); the query is left out so a `code` key never lands in a body."""
+    raw = scope.get("raw_path")
+    segments = raw.split(b"/") if raw else [s.encode() for s in str(scope["path"]).split("/")]
+    return "/".join(quote(unquote_to_bytes(s) if raw else s, safe=_SEGMENT_SAFE) for s in segments)
+
+
+def host_problem(request: Request, problem: HostProblem) -> Response:
+    """Host-level refusals in the app's problem+json shape (the real host answers with no body)."""
+    status = _PROBLEM_STATUS[problem]
+    body = {
+        "type": PROBLEM_BASE + problem,
+        "title": _PROBLEM_TITLES[problem],
+        "status": status,
+        "instance": problem_instance(request.scope),
+    }
+    return JSONResponse(body, status, media_type="application/problem+json")
+
+
 def _validation_code(payload: Any) -> str | None:
     events = payload if isinstance(payload, list) else [payload]
     for event in events:
@@ -1161,6 +1104,48 @@ def _to_response(value: Any) -> Response:
     return response
 
 
+# --- access log ------------------------------------------------------------------------------
+
+MASK = "***"
+
+
+def mask_target(target: str) -> str:
+    """A request target fit for a log: the `code` query value (the function key) and every path
+    segment, query name or value that holds an address (an `@` once decoded) become `***`."""
+    path, question, query = target.partition("?")
+    segments = [MASK if "@" in unquote(segment) else segment for segment in path.split("/")]
+    pairs = []
+    for pair in query.split("&") if query else []:
+        name, _, value = pair.partition("=")
+        if "@" in unquote_plus(name):
+            pairs.append(MASK)
+        elif unquote_plus(name).lower() == "code" or "@" in unquote_plus(value):
+            pairs.append(f"{name}={MASK}")
+        else:
+            pairs.append(pair)
+    return "/".join(segments) + question + "&".join(pairs)
+
+
+class AccessLogMask(logging.Filter):
+    """Runs uvicorn's access-log target through `mask_target`: the log never shows the key or
+    an address, which the project logs only where a setting allows it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn logs (client, method, path?query, http version, status) with a fixed format.
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], mask_target(args[2]), *args[3:])
+        return True
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's default logging, with AccessLogMask on its access logger."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"mask": {"()": AccessLogMask}}
+    config["loggers"]["uvicorn.access"]["filters"] = ["mask"]
+    return config
+
+
 # --- assembly --------------------------------------------------------------------------------
 
 
@@ -1211,6 +1196,7 @@ def create_host_app(
                 host.event_grid_endpoint,
                 methods=["POST", "OPTIONS"],
             ),
+            Route("/admin/host/status", host.host_status, methods=["GET"]),
             Route("/{path:path}", host.http_endpoint, methods=list(HTTP_METHODS)),
         ],
         lifespan=lifespan,
@@ -1296,7 +1282,13 @@ def main(argv: list[str] | None = None) -> None:
     print("\nFunctions:\n")
     for line in list_functions(host_app, base_url):
         print(f"        {line}\n")
-    uvicorn.run(host_app, host="127.0.0.1", port=args.port, log_level="info")
+    uvicorn.run(
+        host_app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="info",
+        log_config=uvicorn_log_config(),
+    )
 
 
 if __name__ == "__main__":

@@ -130,6 +130,10 @@ def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> 
     except Exception:
         log.exception("unhandled error serving %s", instance)
         return problem_response(500, "Internal error", ProblemType.INTERNAL, instance)
+    if isinstance(result, Reply) and isinstance(result.body, str):  # text (CSV) as it is
+        return func.HttpResponse(
+            result.body, status_code=result.status, headers=dict(result.headers)
+        )
     if isinstance(result, Reply):
         return json_response(result.body, result.status, result.headers)
     return json_response(result, status)

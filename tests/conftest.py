@@ -13,9 +13,13 @@ import pytest
 from local.azurite import Azurite, start_azurite
 
 EVENTS_DIR = Path(__file__).parent / "events"
-REFERENCE_EVENTS_DIR = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "acs-events"
-)
+# Real ACS payloads and specs, copied from ../shared/reference (a user's clone has no ../shared;
+# tests/test_reference_copies.py keeps the copies equal to it where it is present).
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_EVENTS_DIR = REFERENCE_DIR / "acs-events"
+
+
+TEST_HASH_KEY = "test-address-hash-key-0123456789abcdef"
 
 
 def load_event(name: str) -> Any:
@@ -51,6 +55,7 @@ def app_env(
     env = {
         "AzureWebJobsStorage": storage_connection_string,
         "TABLE_PREFIX": table_prefix,
+        "ADDRESS_HASH_KEY": TEST_HASH_KEY,
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

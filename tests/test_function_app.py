@@ -68,6 +68,8 @@ def test_auth_levels(app_functions: list[Any]) -> None:
         "azure.identity",
         "azure.storage.queue",
         "azure.storage.blob",
+        "pydantic",
+        "email_validator",
     ],
 )
 def test_import_does_not_load_heavy_sdks(module: str) -> None:

@@ -326,6 +326,10 @@ BASES: dict[tuple[str, str], dict[str, Any]] = {
         "query": {"since": "2026-01-01T00:00:00+00:00", "type": "x", "limit": "5"}
     },
     ("GET", "/api/senders/{domain}"): {"path_parameters": {"domain": "example.com"}},
+    ("GET", "/api/reports/deliverability"): {
+        "query": {"groupBy": "recipientDomain", "senderDomain": "example.com", "limit": "5"}
+    },
+    ("GET", "/api/reports/failures"): {"query": {"limit": "5"}},
     ("POST", "/api/senders/{domain}/resume"): {
         "path_parameters": {"domain": "example.com"},
         "body": {"operator": "fuzz"},

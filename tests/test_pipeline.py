@@ -17,7 +17,7 @@ import function_app
 from shared.app import wiring as services
 from shared.app.reports import EventOutcome
 
-from .conftest import load_event
+from .conftest import TEST_HASH_KEY, load_event
 from .factories import delivery_event, engagement_event, record_event
 
 
@@ -73,6 +73,10 @@ def test_delivery_report_through_the_function(env: dict[str, str]) -> None:
     assert recipient["action"]
     assert recipient["anymail"]["eventType"] == "bounced"
     assert recipient["ses"]["bounceType"] == "Permanent"
+    # A message id pasted in upper case (as some tools show GUIDs) finds the same message.
+    upper = get(f"emails/{mid.upper()}", messageId=mid.upper())
+    assert upper.status_code == 200
+    assert body(upper)["recipients"][0]["status"] == "bounced"
 
 
 def test_cloudevents_through_the_function(env: dict[str, str]) -> None:
@@ -129,13 +133,39 @@ def test_malformed_events_are_quarantined_and_acknowledged(env: dict[str, str], 
     assert json.loads(rows[0]["raw"])["eventType"].endswith("EmailDeliveryReportReceived")
 
 
-def test_megabyte_status_message_quarantined_truncated(env: dict[str, str]) -> None:
+def test_megabyte_status_message_is_kept_and_still_suppresses(env: dict[str, str]) -> None:
     event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
-    event["data"]["deliveryStatusDetails"]["statusMessage"] = "550 " + "x" * 1_048_576
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = "550 5.1.1 " + "x" * 1_048_576
+    assert record_event(event) is EventOutcome.RECORDED
+    view = services.lookups().message(event["data"]["messageId"])
+    (recipient,) = view["recipients"]
+    assert recipient["status"] == "bounced"
+    (entry,) = recipient["timeline"]
+    assert "cut to 16384 of 1048586 characters" in entry["notes"][0]
+    assert services.suppression_list().get(event["data"]["recipient"]) is not None
+
+
+def test_unencodable_status_message_is_stored_and_served(env: dict[str, str]) -> None:
+    event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = (
+        "550 5.1.1 gone \ud800 " + "😀" * 20_000
+    )
+    assert record_event(event) is EventOutcome.RECORDED
+    view = services.lookups().message(event["data"]["messageId"])
+    json.dumps(view).encode("utf-8")  # every later read serves it
+
+
+def test_huge_malformed_event_is_quarantined_within_the_property_limit(
+    env: dict[str, str],
+) -> None:
+    event = copy.deepcopy(load_event("delivery_bounced_userunknown.json"))
+    del event["data"]["recipient"]
+    event["data"]["deliveryStatusDetails"]["statusMessage"] = "😀" * 20_000 + "\ud800"
     assert record_event(event) is EventOutcome.QUARANTINED
     (row,) = services.message_store().quarantine_table.list_entities()
-    assert row["rawLength"] > 1_048_576
+    assert row["rawLength"] > 20_000
     assert len(row["raw"]) <= 30_000
+    assert row["raw"].isascii()
 
 
 def test_unknown_event_types_are_counted(env: dict[str, str]) -> None:
@@ -157,6 +187,7 @@ def test_transient_storage_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> 
         "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
         "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
     )
+    monkeypatch.setenv("ADDRESS_HASH_KEY", TEST_HASH_KEY)
     services.reset()
     try:
         with pytest.raises(Transient):
@@ -233,6 +264,13 @@ def test_explain_endpoint(env: dict[str, str]) -> None:
     assert data["reason"] == "mailboxfull"
     assert data["bounceType"] == "soft"
     assert get("explain").status_code == 400
+    bogus = get("explain", {"status": "Bogus", "message": "550 5.1.1 no such user"})
+    assert bogus.status_code == 400
+    (problem,) = body(bogus)["errors"]
+    assert problem["field"] == "status"
+    assert "Delivered" in problem["message"]
+    assert "FilteredSpam" in problem["message"]
+    assert get("explain", {"status": "filtered_spam"}).status_code == 200
 
 
 def test_health(env: dict[str, str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ from shared.core.sending.validation import (
     INVALID_REQUEST_TITLE,
     KNOWN_FIELDS,
     MAX_BODY_BYTES,
-    MAX_MESSAGE_BYTES,
     MAX_PROBLEMS,
+    MAX_REQUEST_BYTES,
     Attachment,
     Mailbox,
     Recipient,
@@ -27,7 +29,7 @@ from shared.core.sending.validation import (
     parse_send_request,
 )
 
-API_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared/reference/acs-email-api"
+API_REFERENCE = Path(__file__).parent / "reference" / "acs-email-api"  # copied from ../shared
 POLICY = SenderPolicy(
     sender_domain="mail.example.com", allowlist=(), default_sender="noreply@mail.example.com"
 )
@@ -111,7 +113,6 @@ BAD: list[Any] = [
     _bad("bad-utf8", b'{"subject": "\xff"}', {""}),
     _bad("dup-key", b'{"to": 1, "to": 2}', {""}),
     _bad("nan", b'{"subject": NaN}', {""}),
-    _bad("lone-surrogate", b'{"subject": "\\ud800"}', {""}),
     _bad("deep-nesting", b"[" * 100_000, {""}),
     # --- 400: top level ------------------------------------------------------------------------
     _bad("typo", _body(subjct="Hi"), {"subjct"}),
@@ -390,6 +391,8 @@ BAD_ADDRESSES = [
     ("trailing-dot-local", "alice.@example.org"),
     ("two-ats", "alice@bob@example.org"),
     ("unbalanced-quote", '"alice@example.org'),
+    ("quoted-local", '"john doe"@example.com'),  # RFC 5321 allows it; ACS refuses it
+    ("quoted-dots", '"john..doe"@example.com'),
     ("empty-quoted", '""@example.org'),
     ("non-ascii-local", "zoë@example.org"),
     ("local-65", "a" * 65 + "@example.org"),
@@ -480,17 +483,6 @@ GOOD: list[Any] = [
         {"recipients": _one_to("user@xn--bcher-kva.example")},
     ),
     _good(
-        "quoted-local-part",
-        _body(to=_to('"john..doe"@example.com', '"a@b"@example.com', '"q\\"t"@example.com')),
-        {
-            "recipients": (
-                Recipient('"john..doe"@example.com', None, "to"),
-                Recipient('"a@b"@example.com', None, "to"),
-                Recipient('"q\\"t"@example.com', None, "to"),
-            )
-        },
-    ),
-    _good(
         "atext-specials",
         _body(to=_to("o'brien+tag@sub.example.co.uk", "x!#$%&*=?^_`{|}~-@example.org")),
         {
@@ -529,7 +521,7 @@ GOOD: list[Any] = [
                 _attachment(
                     name="b.xlsm", contentType="application/vnd.ms-excel.sheet.macroenabled.12"
                 ),
-                _attachment(name="c.zip", contentType="application/x-zip-compressed"),
+                _attachment(name="c.xml", contentType="TEXT/XML"),
             ]
         ),
         {
@@ -538,7 +530,7 @@ GOOD: list[Any] = [
                 Attachment(
                     "b.xlsm", "application/vnd.ms-excel.sheet.macroEnabled.12", PDF, None, 14
                 ),
-                Attachment("c.zip", "application/x-zip-compressed", PDF, None, 14),
+                Attachment("c.xml", "text/xml", PDF, None, 14),
             )
         },
     ),
@@ -652,27 +644,29 @@ def test_fifty_one_recipients_rejected(to: int, cc: int, bcc: int) -> None:
     assert _fields(caught.value) == {"recipients"}
 
 
-def _sized_body(total: int) -> bytes:
-    """A body whose message size (subject + plainText + decoded attachment) is `total` bytes."""
+def _sized_body(request_bytes: int) -> bytes:
+    """A body whose ACS request (as the SDK serializes it) is exactly `request_bytes` long."""
     doc = _body(subject="Big", plainText="x")
-    content = base64.b64encode(bytes(total - 4)).decode()
-    doc["attachments"] = [
-        {"name": "big.zip", "contentType": "application/zip", "contentInBase64": content}
-    ]
+    doc["attachments"] = [{"name": "big.zip", "contentType": "application/zip"}]
+    doc["attachments"][0]["contentInBase64"] = "AAAA"
+    skeleton = _parse(doc).acs_request_bytes() - 4
+    room = request_bytes - skeleton
+    doc["plainText"] = "x" * (1 + room % 4)  # base64 comes in fours; the text takes the rest
+    doc["attachments"][0]["contentInBase64"] = "A" * (room - room % 4)
     return json.dumps(doc).encode()
 
 
-def test_ten_megabytes_exactly_is_accepted() -> None:
-    body = _sized_body(MAX_MESSAGE_BYTES)
+def test_ten_megabytes_of_request_exactly_is_accepted() -> None:
+    body = _sized_body(MAX_REQUEST_BYTES)
     assert len(body) <= MAX_BODY_BYTES
     request = _parse(body)
-    assert request.size == MAX_MESSAGE_BYTES == 10 * 1024 * 1024
-    assert request.attachments[0].size == MAX_MESSAGE_BYTES - 4
+    assert request.acs_request_bytes() == MAX_REQUEST_BYTES == 10 * 1024 * 1024
+    assert request.attachments[0].size < 7.6 * 1024 * 1024  # base64 costs a third more
 
 
-def test_one_byte_over_ten_megabytes_is_413() -> None:
+def test_one_byte_over_ten_megabytes_of_request_is_413() -> None:
     with pytest.raises(InvalidInput) as caught:
-        _parse(_sized_body(MAX_MESSAGE_BYTES + 1))
+        _parse(_sized_body(MAX_REQUEST_BYTES + 1))
     assert caught.value.status == 413
 
 
@@ -682,18 +676,20 @@ def test_size_counts_utf8_bytes_of_subject_and_bodies() -> None:
 
 
 def test_413_wins_over_other_problems() -> None:
-    doc = json.loads(_sized_body(MAX_MESSAGE_BYTES + 1))
+    # An invalid body is measured by what it surely costs (texts and base64), so this one is
+    # over by more than the JSON around them.
+    doc = json.loads(_sized_body(MAX_REQUEST_BYTES + 1024))
     doc["headers"] = {"From": "x@example.org"}
     with pytest.raises(InvalidInput) as caught:
         _parse(doc)
     assert caught.value.status == 413
 
 
-def test_raw_body_over_fourteen_megabytes_is_413_before_parsing() -> None:
+def test_raw_body_over_eleven_megabytes_is_413_before_parsing() -> None:
     with pytest.raises(InvalidInput) as caught:
         _parse(b"x" * (MAX_BODY_BYTES + 1))  # not even JSON: never looked at
     assert caught.value.status == 413
-    assert MAX_BODY_BYTES == 14 * 1024 * 1024
+    assert MAX_BODY_BYTES == 11 * 1024 * 1024
 
 
 def test_problems_are_capped_with_a_count_of_the_rest() -> None:
@@ -869,3 +865,14 @@ def test_any_json_object_gives_a_request_or_a_4xx(doc: dict[str, Any]) -> None:
     else:
         assert 400 <= error.status < 500
         assert error.problems
+
+
+@pytest.mark.parametrize("module", ["pydantic", "email_validator", "idna"])
+def test_cold_start_does_not_load_the_validation_libraries(module: str) -> None:
+    """They load with the send path (this module), never on `import function_app`."""
+    code = (
+        "import sys, function_app, shared.core.addresses; "
+        f"sys.exit(1 if {module!r} in sys.modules else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert result.returncode == 0, f"importing function_app imported {module}"

@@ -377,6 +377,7 @@ def test_view_merges_embedded_and_marker_events_once() -> None:
         "at",
         "eventType",
         "recordedAt",
+        "notes",
         "acsStatus",
         "statusMessage",
         "mailServer",

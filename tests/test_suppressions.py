@@ -181,3 +181,69 @@ def test_soft_bounce_streak_can_be_turned_off(
     for n in range(4):
         record_event(_soft("full@example.org", 100 - n))
     assert services.suppression_list().get("full@example.org") is None
+
+
+def test_a_doubtful_hard_bounce_suppresses_only_when_it_repeats(env: dict[str, str]) -> None:
+    """Bounced with no reply text is hard but low confidence: no suppression on one report,
+    a temporary one after a streak of them (SOFT_BOUNCE_STREAK, 3)."""
+    from datetime import UTC, datetime
+
+    from .factories import BASE
+
+    def doubtful(seconds_ago: float) -> dict[str, Any]:
+        offset = (datetime.now(UTC) - BASE).total_seconds() - seconds_ago
+        event = delivery_event(str(uuid.uuid4()), "maybe@example.net", "Bounced", offset)
+        event["data"]["deliveryStatusDetails"] = {}
+        return event
+
+    record_event(doubtful(300))
+    record_event(doubtful(200))
+    assert services.suppression_list().get("maybe@example.net") is None
+    record_event(doubtful(100))
+    state = services.suppression_list().get("maybe@example.net")
+    assert state is not None
+    assert state["reason"] == "softbouncestreak"
+    assert state["expiresAt"]  # temporary, not the permanent list
+
+
+@pytest.mark.parametrize(
+    ("listed", "sent_to"),
+    [
+        ("ana@bücher.example", "ANA@xn--bcher-kva.example"),
+        ("ana@xn--bcher-kva.example", "ana@BÜCHER.example"),
+    ],
+)
+def test_an_idn_address_cannot_bypass_the_suppression_list(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, listed: str, sent_to: str
+) -> None:
+    from shared.core.errors import Conflict
+
+    monkeypatch.setenv("DEFAULT_SENDER", "DoNotReply@sandbox.test")
+    services.reset()
+    body = json.dumps({"operator": "ops", "reason": "complaint"}).encode()
+    services.operators().suppress(listed, body, "application/json")
+    mail = {"to": [{"address": sent_to}], "subject": "s", "plainText": "t"}
+    with pytest.raises(Conflict):
+        services.sending().accept(json.dumps(mail).encode(), "application/json", None, "http://x")
+    # One mailbox in the listing too, under its A-label domain.
+    listing = services.operators().suppressions_of_domain({"domain": "bücher.example"})
+    assert len(listing["suppressions"]) == 1
+
+
+def test_cc_alone_is_refused_when_every_to_is_suppressed(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.core.errors import Conflict
+
+    monkeypatch.setenv("DEFAULT_SENDER", "DoNotReply@sandbox.test")
+    services.reset()
+    record_event(bounce("gone@example.com"))
+    mail = {
+        "to": [{"address": "gone@example.com"}],
+        "cc": [{"address": "boss@example.com"}],
+        "subject": "s",
+        "plainText": "t",
+    }
+    with pytest.raises(Conflict) as refused:
+        services.sending().accept(json.dumps(mail).encode(), "application/json", None, "http://x")
+    assert "to" in refused.value.problems[0].field

@@ -3,13 +3,19 @@ bounce text means. Each reads the request's parameters, asks the edge, and shape
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import views
-from shared.core.alerts import HISTORY_DAYS, HISTORY_DEFAULT_DAYS
-from shared.core.classification import classify
+from shared.core.alerts import (
+    HISTORY_DAYS,
+    HISTORY_DEFAULT_DAYS,
+    AlertType,
+    alert_type_named,
+)
+from shared.core.classification import KNOWN_ACS_STATUSES, classify
 from shared.core.errors import InvalidInput, NotFound, Problem
 from shared.core.events import MAX_ADDRESS_LENGTH, MAX_ID_LENGTH
 from shared.core.paging import NOT_OURS, encode_token, is_table_token
@@ -26,10 +32,6 @@ class Lookups:
     def __init__(self, store: MessageStore, alerts: AlertLog) -> None:
         self.store = store
         self.alerts = alerts
-
-    def health(self) -> dict[str, str]:
-        self.store.ping()
-        return {"status": "ok", "storage": "ok"}
 
     def message(self, message_id: str) -> dict[str, Any]:
         message_id = message_id.strip()
@@ -61,7 +63,14 @@ class Lookups:
         since = params.time("since") or now - timedelta(days=HISTORY_DEFAULT_DAYS)
         if since < now - timedelta(days=HISTORY_DAYS):
             params.problems.append(Problem("since", f"at most {HISTORY_DAYS} days ago"))
-        alert_type = params.text("type")
+        alert_type = None
+        if name := params.text("type"):
+            kind = alert_type_named(name)
+            if kind is None:
+                short = ", ".join(t.value.rsplit(".", 1)[1] for t in AlertType)
+                params.problems.append(Problem("type", f"one of {short} (or the full type)"))
+            else:
+                alert_type = kind.value
         day, token = now.strftime("%Y-%m-%d"), None
         oldest = since.strftime("%Y-%m-%d")
         cursor = params.token()
@@ -106,5 +115,12 @@ def explain(query: Mapping[str, str]) -> dict[str, Any]:
     message = params.text("message", MAX_EXPLAIN_TEXT)
     if not status and not message and not params.problems:
         params.problems.append(Problem("message", "give a status message and/or an ACS status"))
+    known = {_letters(s) for s in KNOWN_ACS_STATUSES}  # as the classifier reads a status
+    if status and _letters(status) not in known:
+        params.problems.append(Problem("status", f"one of {', '.join(KNOWN_ACS_STATUSES)}"))
     params.check()
     return classify(status, message).to_json()
+
+
+def _letters(status: str) -> str:
+    return re.sub(r"[^a-z]", "", status.lower())  # "Filtered Spam", "FILTERED_SPAM" → filteredspam

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys
-from shared.core.alerts import AddressMode, Alert, for_stuck_delivery
+from shared.core.alerts import Alert, for_stuck_delivery
 from shared.core.status import Status
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.core.settings import Settings
     from shared.edge.alert_log import AlertLog
     from shared.edge.inflight import InFlight
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
     from shared.edge.senders import SenderHealth
 
 log = logging.getLogger(__name__)
+
+
+def health(ping: Callable[[], None]) -> dict[str, str]:
+    """200 when storage answers; Transient (→ 503) when it does not."""
+    ping()
+    return {"status": "ok", "storage": "ok"}
 
 
 class Monitoring:
@@ -34,7 +42,7 @@ class Monitoring:
         self.in_flight = in_flight
         self.alerts = alerts
         self.senders = senders
-        self.address_mode = AddressMode(settings.alert_addresses)
+        self.shown = settings.address_policy()
 
     def publish_pending_alerts(self) -> int:
         return self.alerts.publish_pending()
@@ -73,5 +81,5 @@ class Monitoring:
             sent_at=row.get("sentAt"),
             minutes=int(row.get("afterMinutes", 0)),
             at=now,
-            mode=self.address_mode,
+            shown=self.shown,
         )

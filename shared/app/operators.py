@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys, views
+from shared.core.alerts import for_suppression
 from shared.core.errors import InvalidInput, NotFound, Problem
 from shared.core.events import MAX_ADDRESS_LENGTH
 from shared.core.operator import operator_body
@@ -20,6 +21,8 @@ from shared.core.suppression import Change
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from shared.core.alerts import AddressPolicy
+    from shared.edge.alert_log import AlertLog
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
 
@@ -53,9 +56,17 @@ def _expired(expires_at: Any) -> bool:
 
 
 class Operators:
-    def __init__(self, suppressions: SuppressionList, senders: SenderHealth) -> None:
+    def __init__(
+        self,
+        suppressions: SuppressionList,
+        senders: SenderHealth,
+        alerts: AlertLog,
+        shown: AddressPolicy,
+    ) -> None:
         self.suppressions = suppressions
         self.senders = senders
+        self.alerts = alerts
+        self.shown = shown
 
     # --- the suppression list -----------------------------------------------------------
 
@@ -69,17 +80,27 @@ class Operators:
     def suppress(self, address: str, body: bytes, content_type: str | None) -> dict[str, Any]:
         address = _address(address)
         data = operator_body(body, content_type, need_reason=True)
-        self.suppressions.apply(
-            address,
-            Change(
-                active=True,
-                reason=f"manual: {data['reason']}",
-                origin=f"operator:{data['operator']}",
-                at=datetime.now(UTC),
-                expires_at=data.get("expiresAt"),
-                operator=True,
-            ),
+        at = datetime.now(UTC)
+        change = Change(
+            active=True,
+            reason=f"manual: {data['reason']}",
+            origin=f"operator:{data['operator']}",
+            at=at,
+            expires_at=data.get("expiresAt"),
+            operator=True,
         )
+        changed, _ = self.suppressions.apply(address, change)
+        if changed:  # subscribers hear of every address that went on the list, not only bounces
+            self.alerts.raise_alert(
+                for_suppression(
+                    address=address,
+                    reason=change.reason,
+                    origin=f"{change.origin}@{at.isoformat()}",  # each operator action is new
+                    at=at,
+                    shown=self.shown,
+                    expires_at=change.expires_at,
+                )
+            )
         return self.suppression(address)
 
     def reactivate(self, address: str, body: bytes, content_type: str | None) -> dict[str, Any]:

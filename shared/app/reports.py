@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.core.alerts import AddressMode, for_report, for_suppression
-from shared.core.classification import Classification, Reason, classify
+from shared.core.alerts import for_report, for_suppression
+from shared.core.classification import Classification, Confidence, Reason, classify
 from shared.core.errors import MalformedEvent
 from shared.core.events import DeliveryReport, EngagementReport, UnknownEvent, parse_event
 from shared.core.rates import Counts, domain_of
@@ -84,7 +84,7 @@ class ReportRecorder:
         self.suppressions = suppressions
         self.alerts = alerts
         self.senders = senders
-        self.address_mode = AddressMode(settings.alert_addresses)
+        self.shown = settings.address_policy()
 
     def record(self, raw: Mapping[str, Any]) -> EventOutcome:
         try:
@@ -122,7 +122,7 @@ class ReportRecorder:
         event_id = raw.get("id") if isinstance(raw, Mapping) else None
         event_type = raw.get("eventType") or raw.get("type") if isinstance(raw, Mapping) else None
         self.store.quarantine(
-            json.dumps(raw, default=str, ensure_ascii=False),
+            json.dumps(raw, default=str),  # ASCII: lone surrogates escaped, length = UTF-16 units
             reason,
             event_id if isinstance(event_id, str) else None,
             event_type if isinstance(event_type, str) else None,
@@ -176,7 +176,7 @@ class ReportRecorder:
                     reason=reason,
                     origin=origin,
                     at=at or report.attempt_at,
-                    mode=self.address_mode,
+                    shown=self.shown,
                     message_id=report.message_id,
                     expires_at=expires_at,
                 )
@@ -185,11 +185,14 @@ class ReportRecorder:
             log.info("suppressed: message=%s reason=%s", report.message_id, reason)
 
     def _in_streak(self, classification: Classification) -> bool:
-        return (
-            classification.bounce_type == "soft"
-            and classification.reason in _STREAK_REASONS
-            and self.settings.soft_bounce_streak > 0
-        )
+        """Soft bounces about the address count toward a streak, and so does a hard bounce we
+        are not sure of (low confidence: a generic code decided): it suppresses only when it
+        repeats, never on one doubtful reply."""
+        if self.settings.soft_bounce_streak <= 0:
+            return False
+        if classification.bounce_type == "hard":
+            return classification.confidence is Confidence.low
+        return classification.bounce_type == "soft" and classification.reason in _STREAK_REASONS
 
     def _note_soft_bounce(self, report: DeliveryReport, classification: Classification) -> None:
         """SOFT_BOUNCE_STREAK soft bounces within the window, with no delivery to the address
@@ -251,7 +254,7 @@ class ReportRecorder:
             status=from_acs(report.acs_status).value,
             classification=classification,
             at=report.attempt_at,
-            mode=self.address_mode,
+            shown=self.shown,
         ):
             self.alerts.raise_alert(alert)
 

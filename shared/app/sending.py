@@ -12,20 +12,26 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys, outcomes
+from shared.core.addresses import canonical
 from shared.core.alerts import for_send_failure
 from shared.core.errors import Conflict, InvalidInput, Problem, Transient
 from shared.core.rates import Counts, domain_of
 from shared.core.replies import Reply
 from shared.core.sending import policy, ratelimit
-from shared.core.sending.validation import SenderPolicy, parse_send_request
-from shared.core.state import Fact, apply_fact, iso
-from shared.core.status import SendState, Status
+from shared.core.sending.validation import (
+    SenderPolicy,
+    check_after_suppression,
+    parse_send_request,
+)
+from shared.core.state import Fact, apply_fact, iso, parse_iso
+from shared.core.status import SendState, Status, claimed_by_another
 from shared.edge.tables import FANOUT, run_together
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
+REPLAY_WAIT_S = 3.0  # how long a concurrent retry waits for the first request's answer
 EARLY_WAKE_S = 1.0  # a reserved slot this close is taken as due (clocks of two instances)
 STALE_SLOT_S = 60  # a slot missed by more (the host was down) is reserved afresh: no burst
 HOLD_RECHECK_S = 60  # how often a held message looks again whether its sender was resumed
@@ -114,8 +121,40 @@ class Sending:
                 for n, s in enumerate(suppressed.values())
             ]
             raise Conflict("Every recipient is on the suppression list; nothing was sent", problems)
+        if problems := check_after_suppression(request, suppressed.keys()):
+            raise Conflict(
+                "ACS needs a 'to' recipient that is not suppressed; nothing was sent", problems
+            )
         now = datetime.now(UTC)
-        self._store_accepted(message_id, request, suppressed, now)
+        earlier = self._store_accepted(message_id, request, suppressed, now)
+        if earlier is not None and key is not None:
+            # The same Idempotency-Key is being (or was) accepted by another request: answer
+            # with its response and write nothing (a second index entry, a second work item).
+            replay = self._await_response(key)
+            if replay is not None:
+                return Reply(int(replay["status"]), replay["body"], _headers(replay["body"], True))
+            # It crashed (or stalls) after its transaction: finish its steps, under its times.
+            now = parse_iso(earlier.get("acceptedAt")) or now
+            self._finish_accept(message_id, request, suppressed, now, earlier)
+        response = self._accepted_body(message_id, request, suppressed, now, base_url)
+        if key is not None:
+            self.outbox.finish_idempotent(key, {"status": 202, "body": response})
+        log.info(
+            "send accepted: message=%s recipients=%d suppressed=%d",
+            message_id,
+            len(request.recipients),
+            len(suppressed),
+        )
+        return Reply(202, response, _headers(response, replayed=False))
+
+    def _accepted_body(
+        self,
+        message_id: str,
+        request: SendRequest,
+        suppressed: Mapping[str, Suppression],
+        now: datetime,
+        base_url: str,
+    ) -> dict[str, Any]:
         recipients = []
         for r in request.recipients:
             sup = suppressed.get(r.key)
@@ -128,22 +167,23 @@ class Sending:
                     "suppressedSince": sup.since,
                 }
             recipients.append(entry)
-        response = {
+        return {
             "messageId": message_id,
             "status": "accepted",
             "acceptedAt": now.isoformat(timespec="microseconds"),
             "recipients": recipients,
             "lookupUrl": f"{base_url.rstrip('/')}/api/emails/{message_id}",
         }
-        if key is not None:
-            self.outbox.finish_idempotent(key, {"status": 202, "body": response})
-        log.info(
-            "send accepted: message=%s recipients=%d suppressed=%d",
-            message_id,
-            len(recipients),
-            len(suppressed),
-        )
-        return Reply(202, response, _headers(response, replayed=False))
+
+    def _await_response(self, key: str) -> Mapping[str, Any] | None:
+        """The response another request under `key` stored, waiting up to REPLAY_WAIT_S for
+        it to finish (its remaining steps take milliseconds); None when it does not."""
+        deadline = time.monotonic() + REPLAY_WAIT_S
+        while True:
+            stored = self.outbox.stored_response(key)
+            if stored is not None or time.monotonic() >= deadline:
+                return stored
+            time.sleep(0.05)
 
     def _claim_and_check(
         self, request: SendRequest, key: str | None, message_id: str
@@ -178,16 +218,16 @@ class Sending:
         request: SendRequest,
         suppressed: Mapping[str, Suppression],
         now: datetime,
-    ) -> None:
+    ) -> Any:
         """One transaction (message row, payload, a status row per recipient), then, together,
-        the recipient index rows and the work item. Every step is idempotent on the message id,
-        so a retried accept (same Idempotency-Key) finishes the job without a second send."""
+        the recipient index rows and the work item. Returns None when done, or the message row
+        of an earlier accept of this id (same Idempotency-Key), leaving the rest to the caller."""
         message = request.to_acs_message()
         for kind in ("to", "cc", "bcc"):
             listed = message.get("recipients", {}).get(kind)
             if listed:
                 message["recipients"][kind] = [
-                    r for r in listed if r["address"].strip().lower() not in suppressed
+                    r for r in listed if canonical(r["address"]) not in suppressed
                 ]
         payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         inline = self.store.fits_inline(payload)
@@ -203,6 +243,20 @@ class Sending:
             "payload": "table" if inline else "blob",
             "sizeBytes": request.size,
         }
+        rows = self._recipient_rows(message_id, request, suppressed, now)
+        earlier = self.store.accept(message_id, summary, payload if inline else None, rows)
+        if earlier is not None:
+            return earlier
+        self._index_and_enqueue(message_id, request, suppressed, rows)
+        return None
+
+    def _recipient_rows(
+        self,
+        message_id: str,
+        request: SendRequest,
+        suppressed: Mapping[str, Suppression],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
         rows = []
         for recipient in request.recipients:
             sup = suppressed.get(recipient.key)
@@ -216,9 +270,34 @@ class Sending:
             )
             row = apply_fact(None, fact, recipient.address, message_id)
             assert row is not None
-            rows.append({**row, "updatedAt": iso(now)})
-        if not self.store.accept(message_id, summary, payload if inline else None, rows):
+            # sizeBytes rides along in the row (later facts keep it): the deliverability
+            # rollups group by size without reading the message row for every report.
+            rows.append({**row, "updatedAt": iso(now), "sizeBytes": request.size})
+        return rows
+
+    def _finish_accept(
+        self,
+        message_id: str,
+        request: SendRequest,
+        suppressed: Mapping[str, Suppression],
+        accepted_at: datetime,
+        earlier: Mapping[str, Any],
+    ) -> None:
+        """Complete an earlier accept that stopped after its transaction: the same index rows
+        (keyed on its accept time, so rewriting them adds nothing) and, while it is still
+        queued, the work item (a second item at worst, which the worker's claim makes harmless)."""
+        if earlier.get("sendState") != SendState.QUEUED:
             return
+        rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
+        self._index_and_enqueue(message_id, request, suppressed, rows)
+
+    def _index_and_enqueue(
+        self,
+        message_id: str,
+        request: SendRequest,
+        suppressed: Mapping[str, Suppression],
+        rows: list[dict[str, Any]],
+    ) -> None:
         # Only now, with the rows committed: the worker drops a work item whose message row it
         # cannot find, and the history must never point at a message that was not accepted.
         # The index writes and the queue put depend on nothing but the transaction, so they go
@@ -254,6 +333,9 @@ class Sending:
             return "already-done"
         if self._held(message_id, row, attempt, now):
             return "held"
+        if claimed_by_another(row, now):  # a duplicate work item: no send slot spent on it
+            self.outbox.enqueue(message_id, attempt, delay_s=30)
+            return "claimed-elsewhere"
         if slot is not None and now.timestamp() - slot > STALE_SLOT_S:
             slot = None  # its minute is long gone: sending now could exceed the window
         if slot is None:  # no slot yet: reserve one; a later one means sleeping until then
@@ -381,7 +463,13 @@ class Sending:
         )
         self._finish(message_id, SendState.FAILED, fact, now, {"failureCode": code})
         self.alerts.raise_alert(
-            for_send_failure(message_id=message_id, code=code, explanation=explanation, at=now)
+            for_send_failure(
+                message_id=message_id,
+                code=code,
+                explanation=explanation,
+                at=now,
+                shown=self.settings.address_policy(),
+            )
         )
         log.warning("send: message=%s failed for good (%s)", message_id, code)
 

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 from shared.core.settings import get_settings
 
 if TYPE_CHECKING:
+    from shared.app.deliverability import Deliverability, MessageFacts
     from shared.app.lookups import Lookups
     from shared.app.monitoring import Monitoring
     from shared.app.operators import Operators
+    from shared.app.outcome_feed import OutcomeFeed
     from shared.app.reports import ReportRecorder
     from shared.app.sending import Sending
     from shared.edge.acs import AcsEmail
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from shared.edge.inflight import InFlight
     from shared.edge.messages import MessageStore
     from shared.edge.outbox import Outbox
+    from shared.edge.outcome_events import OutcomeLog
+    from shared.edge.rollups import RollupStore
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
 
@@ -111,16 +115,85 @@ def acs() -> AcsEmail:
     return AcsEmail(lambda: clients().email)
 
 
+@cache
+def rollups() -> RollupStore:
+    from shared.edge.rollups import RollupStore
+
+    settings = get_settings()
+    store = RollupStore(
+        clients().table_service,
+        settings.table_prefix,
+        settings.rollup_shards,
+        settings.rollup_flush_seconds,
+    )
+    store.create_table()
+    return store
+
+
+@cache
+def outcome_log() -> OutcomeLog | None:
+    """None when OUTCOME_EVENTS_TOPIC_ENDPOINT is empty: outcome events are off."""
+    settings = get_settings()
+    if not settings.outcome_events_topic_endpoint:
+        return None
+    from shared.edge.outcome_events import OutcomeLog, build_publisher
+
+    publisher = build_publisher(
+        settings.outcome_events_topic_endpoint,
+        settings.outcome_events_topic_key,
+        lambda: clients().credential,
+    )
+    events = OutcomeLog(clients().table_service, settings.table_prefix, publisher)
+    events.create_table()
+    return events
+
+
 # --- use cases ------------------------------------------------------------------------------
 
 
 @cache
-def reports() -> ReportRecorder:
-    from shared.app.reports import ReportRecorder
+def message_facts() -> MessageFacts:
+    from shared.app.deliverability import MessageFacts
 
-    return ReportRecorder(
-        get_settings(), message_store(), suppression_list(), alert_log(), sender_health()
+    return MessageFacts(message_store())
+
+
+@cache
+def outcome_feed() -> OutcomeFeed:
+    from shared.app.outcome_feed import OutcomeFeed
+    from shared.core.alerts import AddressMode, AddressPolicy
+
+    settings = get_settings()
+    shown = AddressPolicy(
+        AddressMode(settings.outcome_event_addresses), settings.address_hash_key.encode()
     )
+    return OutcomeFeed(outcome_log(), message_facts(), shown)
+
+
+@cache
+def reports() -> ReportRecorder:
+    from shared.app.deliverability import DeliverabilityProjection
+    from shared.app.reports import Projection, ReportRecorder
+
+    projections: list[Projection] = [
+        DeliverabilityProjection(rollups(), message_facts()),
+        outcome_feed(),
+    ]
+    return ReportRecorder(
+        get_settings(),
+        message_store(),
+        suppression_list(),
+        alert_log(),
+        sender_health(),
+        projections,
+    )
+
+
+@cache
+def deliverability() -> Deliverability:
+    from shared.app.deliverability import Deliverability
+
+    return Deliverability(get_settings(), rollups())
 
 
 @cache
@@ -157,7 +230,17 @@ def lookups() -> Lookups:
 def operators() -> Operators:
     from shared.app.operators import Operators
 
-    return Operators(suppression_list(), sender_health())
+    return Operators(
+        suppression_list(), sender_health(), alert_log(), get_settings().address_policy()
+    )
+
+
+def health() -> dict[str, str]:
+    """The anonymous probe: no table is created, one short request is made."""
+    from shared.app.monitoring import health
+    from shared.edge.tables import ping
+
+    return health(lambda: ping(clients().table_service))
 
 
 def reset() -> None:
@@ -166,5 +249,6 @@ def reset() -> None:
     for built in (
         clients, message_store, suppression_list, outbox, alert_log, sender_health,
         in_flight, acs, reports, sending, monitoring, lookups, operators,
+        rollups, outcome_log, message_facts, outcome_feed, deliverability,
     ):  # fmt: skip
         built.cache_clear()

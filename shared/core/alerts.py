@@ -9,13 +9,15 @@ ALERT_ADDRESSES=plain (or left out with ALERT_ADDRESSES=omit).
 
 from __future__ import annotations
 
-import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from shared.core.hashing import address_hash
 
 if TYPE_CHECKING:
     from shared.core.classification import Classification
@@ -42,8 +44,26 @@ class AlertType(StrEnum):
     RATE_RECOVERED = "AcsEmailInsights.Sender.RateRecovered"  # an announced rate is back down
 
 
+def alert_type_named(name: str) -> AlertType | None:
+    """An alert type from its full name or a short one, any case: `AcsEmailInsights.Sender.
+    BounceRateHigh`, `Sender.BounceRateHigh` or `BounceRateHigh`."""
+    wanted = name.strip().lower()
+    for kind in AlertType:
+        full = kind.value.lower()
+        if wanted in (full, full.split(".", 1)[1], full.rsplit(".", 1)[1]):
+            return kind
+    return None
+
+
+# An address inside free text (a local part, @, a domain with a dot), for redaction.
+_NOT_IN_ADDRESS = r"\s<>()\[\]\\,;:\"'@"
+_ADDRESS_IN_TEXT = re.compile(
+    rf"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}.]+"
+)
+
+
 class AddressMode(StrEnum):
-    HASH = "hash"  # sha256 of the lower-cased address, first 32 hex characters
+    HASH = "hash"  # HMAC-SHA256 of the address under ADDRESS_HASH_KEY, first 32 hex characters
     PLAIN = "plain"  # the address itself (only if your subscribers may see addresses)
     OMIT = "omit"  # no address at all, only its domain
 
@@ -73,16 +93,40 @@ def alert_id(alert_type: AlertType, cause: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{alert_type.value}|{cause}"))
 
 
-def recipient_fields(address: str | None, mode: AddressMode) -> dict[str, Any]:
-    if not address:
-        return {"recipientDomain": None}
-    domain = address.rpartition("@")[2].lower()
-    out: dict[str, Any] = {"recipientDomain": domain}
-    if mode is AddressMode.PLAIN:
-        out["recipient"] = address
-    elif mode is AddressMode.HASH:
-        out["recipientHash"] = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:32]
-    return out
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """How alerts and events show a recipient: ALERT_ADDRESSES, and the key that hashes."""
+
+    mode: AddressMode
+    key: bytes
+
+    def fields(self, address: str | None) -> dict[str, Any]:
+        if not address:
+            return {"recipientDomain": None}
+        domain = address.rpartition("@")[2].lower()
+        out: dict[str, Any] = {"recipientDomain": domain}
+        if self.mode is AddressMode.PLAIN:
+            out["recipient"] = address
+        elif self.mode is AddressMode.HASH:
+            out["recipientHash"] = address_hash(address, self.key)
+        return out
+
+    def redact(self, text: str) -> str:
+        """Free text (an ACS error message) with every address in it shown as this policy
+        shows a recipient: as is, as `[address <hash>]`, or as `[address]`."""
+        if self.mode is AddressMode.PLAIN:
+            return text
+
+        def shown(match: re.Match[str]) -> str:
+            if self.mode is AddressMode.HASH:
+                return f"[address {address_hash(match.group(), self.key)}]"
+            return "[address]"
+
+        return _ADDRESS_IN_TEXT.sub(shown, text)
+
+    def key_of(self, address: str) -> str:
+        """A stable, non-reversible stand-in for an address inside ids."""
+        return address_hash(address, self.key)
 
 
 def for_report(
@@ -93,7 +137,7 @@ def for_report(
     status: str,
     classification: Classification,
     at: datetime,
-    mode: AddressMode,
+    shown: AddressPolicy,
 ) -> list[Alert]:
     """Alerts one delivery report raises (before suppression, which has its own alert)."""
     kinds = []
@@ -105,7 +149,7 @@ def for_report(
         kinds.append(AlertType.QUARANTINED)
     data = {
         "messageId": message_id,
-        **recipient_fields(recipient, mode),
+        **shown.fields(recipient),
         "status": status,
         "reason": classification.reason,
         "bounceType": classification.bounce_type,
@@ -126,19 +170,19 @@ def for_suppression(
     reason: str,
     origin: str,
     at: datetime,
-    mode: AddressMode,
+    shown: AddressPolicy,
     message_id: str | None = None,
     expires_at: datetime | None = None,
 ) -> Alert:
     data = {
         "messageId": message_id,
-        **recipient_fields(address, mode),
+        **shown.fields(address),
         "reason": reason,
         "origin": origin,
         "expiresAt": expires_at.isoformat() if expires_at else None,
     }
     return Alert(
-        alert_id(AlertType.SUPPRESSED, f"{address.lower()}|{origin}"),
+        alert_id(AlertType.SUPPRESSED, f"{shown.key_of(address)}|{origin}"),
         AlertType.SUPPRESSED,
         f"recipients/{data.get('recipientDomain')}",
         at,
@@ -146,13 +190,16 @@ def for_suppression(
     )
 
 
-def for_send_failure(*, message_id: str, code: str, explanation: str, at: datetime) -> Alert:
+def for_send_failure(
+    *, message_id: str, code: str, explanation: str, at: datetime, shown: AddressPolicy
+) -> Alert:
+    """ACS's error text can name a recipient: it is redacted as the policy shows addresses."""
     return Alert(
         alert_id(AlertType.SEND_FAILED, message_id),
         AlertType.SEND_FAILED,
         f"messages/{message_id}",
         at,
-        {"messageId": message_id, "code": code, "explanation": explanation},
+        {"messageId": message_id, "code": code, "explanation": shown.redact(explanation)},
     )
 
 
@@ -164,9 +211,9 @@ def for_stuck_delivery(
     sent_at: str | None,
     minutes: int,
     at: datetime,
-    mode: AddressMode,
+    shown: AddressPolicy,
 ) -> Alert:
-    shown = [recipient_fields(r, mode) for r in recipients]
+    listed = [shown.fields(r) for r in recipients]
     return Alert(
         alert_id(AlertType.DELIVERY_STUCK, message_id),
         AlertType.DELIVERY_STUCK,
@@ -178,8 +225,8 @@ def for_stuck_delivery(
             "sentAt": sent_at,
             "stuckAfterMinutes": minutes,
             "recipientCount": len(recipients),
-            "recipients": shown[:50],
-            "recipientDomain": shown[0]["recipientDomain"] if len(shown) == 1 else None,
+            "recipients": listed[:50],
+            "recipientDomain": listed[0]["recipientDomain"] if len(listed) == 1 else None,
             "explanation": (
                 f"ACS accepted this message but sent no final delivery report for "
                 f"{len(recipients)} recipient(s) within {minutes} minutes."

@@ -6,18 +6,27 @@ reference payloads): status casing varies (`delivered`/`Delivered`); timestamp k
 `internetMessageId` and `recipientMailServerHostName` are absent on Suppressed reports;
 `messageId` may be missing and is then taken from the subject `sender/{sender}/message/{id}`.
 Anything we cannot use raises MalformedEvent with a short, stable reason.
+
+A report stays usable when its free text is odd: a status message or other text that is too
+long is cut (the beginning kept, with its original length and SHA-256 in `notes`), control
+characters and lone surrogates (which no storage can encode) are removed and noted, and a
+report time more than a day in the future is replaced by the time we received it (noted), so
+one bad clock cannot pin a recipient's status forever. Identifiers and addresses are not
+repaired: an event whose ids are unusable is quarantined.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from shared.core import keys
 from shared.core.errors import MalformedEvent
 
 DELIVERY_REPORT_TYPE = "Microsoft.Communication.EmailDeliveryReportReceived"
@@ -33,6 +42,13 @@ MAX_TEXT_LENGTH = 4_096  # user agent, engagement context (a URL), host names
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SUBJECT_MESSAGE_ID = re.compile(r"/message/([^/]+)/?$")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # json.loads pairs valid ones: these are lone
+# A Table key holds 1 KiB (512 UTF-16 units); the longest key an event makes is the timeline
+# row `t|<address>|<event id>` in the message's partition.
+MAX_KEY_UNITS = 512
+# Report times before this, or past what datetime can hold, are not times ACS sends.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clock skew we accept before using the receipt time
 
 
 class Schema(StrEnum):
@@ -67,6 +83,7 @@ class DeliveryReport:
     attempt_at: datetime  # deliveryAttemptTimestamp, else the event time
     internet_message_id: str | None
     mail_server: str | None
+    notes: tuple[str, ...] = ()  # what was repaired to keep the report (see module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,7 @@ class EngagementReport:
     context: str | None  # the clicked URL for clicks
     user_agent: str | None
     action_at: datetime
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +108,18 @@ class UnknownEvent:
 ParsedEvent = DeliveryReport | EngagementReport | UnknownEvent
 
 
-def parse_event(raw: Any) -> ParsedEvent:
-    """One event (already JSON-decoded) in either schema → our dataclass, or MalformedEvent."""
+def parse_event(raw: Any, received_at: datetime | None = None) -> ParsedEvent:
+    """One event (already JSON-decoded) in either schema → our dataclass, or MalformedEvent.
+    `received_at` (default: now) stands in for a report time far in the future."""
     if not isinstance(raw, Mapping):
         raise MalformedEvent("event is not a JSON object")
     envelope = _envelope(raw)
     kind = envelope.event_type.lower()
+    received = received_at or datetime.now(UTC)
     if kind == DELIVERY_REPORT_TYPE.lower():
-        return _delivery(envelope, _data(raw))
+        return _delivery(envelope, _data(raw), received)
     if kind == ENGAGEMENT_REPORT_TYPE.lower():
-        return _engagement(envelope, _data(raw))
+        return _engagement(envelope, _data(raw), received)
     return UnknownEvent(envelope)
 
 
@@ -140,7 +160,7 @@ def _get(data: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
-def _delivery(envelope: Envelope, data: Mapping[str, Any]) -> DeliveryReport:
+def _delivery(envelope: Envelope, data: Mapping[str, Any], received: datetime) -> DeliveryReport:
     recipient = _address(data.get("recipient"), "recipient", required=True)
     assert recipient is not None
     status = _vocabulary_value(data.get("status"), "status")
@@ -149,55 +169,90 @@ def _delivery(envelope: Envelope, data: Mapping[str, Any]) -> DeliveryReport:
         details = {}
     if not isinstance(details, Mapping):
         raise MalformedEvent("deliveryStatusDetails is not an object")
+    notes: list[str] = []
     status_message = _text(
         details.get("statusMessage"),
         "statusMessage",
+        notes,
         MAX_STATUS_MESSAGE_LENGTH,
         _CONTROL_EXCEPT_WHITESPACE,
     )
     attempt_at = _occurred_at(
-        envelope, data, "deliveryAttemptTimestamp", "deliveryAttemptTimeStamp"
+        envelope, data, received, notes, "deliveryAttemptTimestamp", "deliveryAttemptTimeStamp"
     )
+    message_id = _message_id(envelope, data)
+    _check_keys(recipient, message_id, envelope.event_id)
     return DeliveryReport(
         envelope=envelope,
-        message_id=_message_id(envelope, data),
+        message_id=message_id,
         sender=_address(data.get("sender"), "sender", required=False),
         recipient=recipient,
         acs_status=status.strip(),
         status_message=status_message or None,
         attempt_at=attempt_at,
-        internet_message_id=_text(data.get("internetMessageId"), "internetMessageId"),
-        mail_server=_text(details.get("recipientMailServerHostName"), "mailServer"),
+        internet_message_id=_text(data.get("internetMessageId"), "internetMessageId", notes),
+        mail_server=_text(details.get("recipientMailServerHostName"), "mailServer", notes),
+        notes=tuple(notes),
     )
 
 
-def _engagement(envelope: Envelope, data: Mapping[str, Any]) -> EngagementReport:
+def _engagement(
+    envelope: Envelope, data: Mapping[str, Any], received: datetime
+) -> EngagementReport:
     raw_type = _vocabulary_value(data.get("engagementType"), "engagementType")
     try:
         engagement_type = EngagementType(raw_type.strip().lower())
     except ValueError:
         engagement_type = EngagementType.UNKNOWN
-    action_at = _occurred_at(envelope, data, "userActionTimestamp", "userActionTimeStamp")
+    notes: list[str] = []
+    action_at = _occurred_at(
+        envelope, data, received, notes, "userActionTimestamp", "userActionTimeStamp"
+    )
+    message_id = _message_id(envelope, data)
+    recipient = _address(data.get("recipient"), "recipient", required=False)
+    _check_keys(recipient or keys.MESSAGE_LEVEL, message_id, envelope.event_id)
     return EngagementReport(
         envelope=envelope,
-        message_id=_message_id(envelope, data),
+        message_id=message_id,
         sender=_address(data.get("sender"), "sender", required=False),
-        recipient=_address(data.get("recipient"), "recipient", required=False),
+        recipient=recipient,
         engagement_type=engagement_type,
         engagement_type_raw=raw_type.strip(),
-        context=_text(data.get("engagementContext"), "engagementContext") or None,
-        user_agent=_text(data.get("userAgent"), "userAgent") or None,
+        context=_text(data.get("engagementContext"), "engagementContext", notes) or None,
+        user_agent=_text(data.get("userAgent"), "userAgent", notes) or None,
         action_at=action_at,
+        notes=tuple(notes),
     )
 
 
+def _check_keys(address: str, message_id: str, event_id: str) -> None:
+    """Every key the event makes must fit a Table key (1 KiB)."""
+    longest = keys.timeline_row(keys.address_key(address), event_id)
+    if utf16_units(longest) > MAX_KEY_UNITS or utf16_units(keys.message_key(message_id)) > 512:
+        raise MalformedEvent("recipient or ids too long for a storage key once escaped")
+
+
+def utf16_units(text: str) -> int:
+    """The length Table Storage counts: UTF-16 code units (a non-BMP character is two)."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
 def _occurred_at(
-    envelope: Envelope, data: Mapping[str, Any], key: str, other_spelling: str
+    envelope: Envelope,
+    data: Mapping[str, Any],
+    received: datetime,
+    notes: list[str],
+    key: str,
+    other_spelling: str,
 ) -> datetime:
-    """The report's own timestamp (either key spelling), else the envelope's time."""
+    """The report's own timestamp (either key spelling), else the envelope's time; the receipt
+    time when that lies more than a day in the future."""
     at = _timestamp(_get(data, key, other_spelling), key, required=False) or envelope.event_time
     if at is None:
         raise MalformedEvent(f"no {key} and no event time")
+    if at > received + FUTURE_SLACK:
+        notes.append(f"{key} {at.isoformat()} lies in the future; the receipt time is used")
+        at = received
     return at
 
 
@@ -205,7 +260,7 @@ def _vocabulary_value(value: Any, name: str) -> str:
     """A short vocabulary word such as a status or an engagement type."""
     if not isinstance(value, str) or not value.strip():
         raise MalformedEvent(f"missing {name}")
-    if len(value) > 64 or _CONTROL.search(value):
+    if len(value) > 64 or _CONTROL.search(value) or _SURROGATE.search(value):
         raise MalformedEvent(f"{name} is longer than 64 characters or has control characters")
     return value
 
@@ -226,8 +281,8 @@ def _identifier(value: Any, name: str) -> str:
     text: str = value.strip()
     if len(text) > MAX_ID_LENGTH:
         raise MalformedEvent(f"{name} longer than {MAX_ID_LENGTH} characters")
-    if _CONTROL.search(text):
-        raise MalformedEvent(f"{name} contains control characters")
+    if _CONTROL.search(text) or _SURROGATE.search(text):
+        raise MalformedEvent(f"{name} contains control characters or invalid Unicode")
     return text
 
 
@@ -241,7 +296,7 @@ def _address(value: Any, name: str, *, required: bool) -> str | None:
     text: str = value.strip()
     if len(text) > MAX_ADDRESS_LENGTH:
         raise MalformedEvent(f"{name} longer than {MAX_ADDRESS_LENGTH} characters")
-    if _CONTROL.search(text) or "@" not in text or " " in text:
+    if _CONTROL.search(text) or _SURROGATE.search(text) or "@" not in text or " " in text:
         raise MalformedEvent(f"{name} is not an email address")
     return text
 
@@ -249,18 +304,24 @@ def _address(value: Any, name: str, *, required: bool) -> str | None:
 def _text(
     value: Any,
     name: str,
+    notes: list[str],
     limit: int = MAX_TEXT_LENGTH,
     forbidden: re.Pattern[str] = _CONTROL,
 ) -> str | None:
+    """Free text, kept: cut past `limit`, control characters and lone surrogates removed,
+    each repair noted."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise MalformedEvent(f"{name} is not a string")
     if len(value) > limit:
-        raise MalformedEvent(f"{name} longer than {limit} characters")
-    if forbidden.search(value):
-        raise MalformedEvent(f"{name} contains control characters")
-    return value.strip()
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        notes.append(f"{name} cut to {limit} of {len(value)} characters (sha256 {digest})")
+        value = value[:limit]
+    if forbidden.search(value) or _SURROGATE.search(value):
+        notes.append(f"{name}: control characters or invalid Unicode removed")
+        value = _SURROGATE.sub("\ufffd", forbidden.sub("", value))
+    return str(value).strip()
 
 
 def _timestamp(value: Any, name: str, *, required: bool) -> datetime | None:
@@ -279,4 +340,11 @@ def _timestamp(value: Any, name: str, *, required: bool) -> datetime | None:
         raise MalformedEvent(f"{name} is not an ISO 8601 timestamp")
     if parsed.tzinfo is None:  # ACS always sends an offset; a bare time is read as UTC
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+        parsed.timestamp()  # year 1 or 9999 with an offset: OverflowError
+    except (OverflowError, ValueError):
+        raise MalformedEvent(f"{name} is out of range") from None
+    if parsed < _EARLIEST:
+        raise MalformedEvent(f"{name} is out of range")
+    return parsed

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from shared.core.addresses import canonical
+
 SEPARATOR = "|"
 # PartitionKey and RowKey hold at most 1 KiB each, counted in UTF-16 (Table Storage limits;
 # Azurite refuses a 513-unit key with 400 InvalidInput): a long address full of escaped
@@ -45,11 +47,14 @@ def fits(key: str) -> bool:
 
 
 def address_key(address: str) -> str:
-    return encode(address.strip().lower())
+    """The key of an address: its canonical form (IDN domains as A-labels, lower-cased), so
+    `bücher.example` and `xn--bcher-kva.example` are one mailbox everywhere."""
+    return encode(canonical(address))
 
 
 def message_key(message_id: str) -> str:
-    return encode(message_id.strip())
+    """Message ids are GUIDs that support pastes in any case: one key for all spellings."""
+    return encode(message_id.strip().lower())
 
 
 def status_row(addr_key: str) -> str:

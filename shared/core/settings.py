@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from shared.core.errors import AppError
 
 if TYPE_CHECKING:
+    from shared.core.alerts import AddressPolicy
     from shared.core.rates import RatePolicy
 
 
@@ -21,10 +22,16 @@ class SettingsError(AppError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    # Storage for our tables, queue and blobs. A connection string (Azurite locally), or an
-    # account name used with managed identity (DefaultAzureCredential) in Azure.
+    # One storage account for the Functions host, the send queue's trigger, and our tables, queue
+    # and blobs, named by the host's own `AzureWebJobsStorage` settings: a connection string
+    # (Azurite locally), or identity-based in Azure (`__accountName`, and `__clientId` for a
+    # user-assigned identity). The service URIs default to the account name's public endpoints.
     storage_connection_string: str | None
     storage_account_name: str | None
+    storage_client_id: str | None
+    storage_table_uri: str | None
+    storage_queue_uri: str | None
+    storage_blob_uri: str | None
     table_prefix: str
     # Send pipeline (accept-then-send through the Storage queue SEND_QUEUE).
     payload_container: str
@@ -44,7 +51,13 @@ class Settings:
     # Alert fan-out (CloudEvents to an Event Grid custom topic).
     alerts_topic_endpoint: str | None
     alerts_topic_key: str | None
+    # Application Insights (the Functions host reads it too; Entra auth is the host's setting
+    # APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the app does not need to read).
+    appinsights_connection_string: str | None
     alert_addresses: str  # hash | plain | omit: how alerts carry the recipient address
+    # The secret key of every address hash (alerts, events, erasure tombstones): HMAC-SHA256,
+    # so a dictionary of likely addresses cannot reverse a hash. Changing it changes them all.
+    address_hash_key: str
     # Sender reputation: hard-bounce and spam rates per sender domain over a sliding window.
     rate_window_minutes: int
     rate_min_volume: int  # recipients sent in the window before a rate is judged
@@ -62,6 +75,20 @@ class Settings:
     soft_bounce_suppress_hours: int
     # Status rows this instance wrote, kept in memory so the next report skips its read (0 = off).
     row_cache_mb: int
+    # Deliverability reports: the delivery-time objective (`withinSlo`), and the rollup buffer
+    # (each instance adds to memory and writes every ROLLUP_FLUSH_SECONDS; README: rollups).
+    delivery_slo_minutes: int
+    rollup_flush_seconds: int
+    rollup_shards: int  # rollup partitions per row key (one picked per instance)
+    # Outcome events for apps (CloudEvents to an Event Grid topic; off when the endpoint is empty).
+    outcome_events_topic_endpoint: str | None
+    outcome_events_topic_key: str | None
+    outcome_event_addresses: str  # hash | plain | omit, as ALERT_ADDRESSES
+
+    def address_policy(self) -> AddressPolicy:
+        from shared.core.alerts import AddressMode, AddressPolicy
+
+        return AddressPolicy(AddressMode(self.alert_addresses), self.address_hash_key.encode())
 
     def rate_policy(self) -> RatePolicy:
         from shared.core.rates import RatePolicy, Thresholds
@@ -79,6 +106,11 @@ class Settings:
 
 
 _TRUE = {"1", "true", "yes", "on"}
+# Removed: the send queue went to this account while the queue trigger listened on
+# AzureWebJobsStorage, so with two accounts every send stayed `accepted` forever.
+REMOVED_STORAGE_SETTINGS = ("EMAIL_STORAGE_CONNECTION_STRING", "EMAIL_STORAGE_ACCOUNT")
+# The only value the Functions host knows for `<connection>__credential`.
+_MANAGED_IDENTITY = "managedidentity"
 # Fixed, because the queue trigger's binding names it (function_app.py).
 SEND_QUEUE = "email-send"
 
@@ -118,21 +150,100 @@ def _opt(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+@dataclass(frozen=True, slots=True)
+class _Storage:
+    connection_string: str | None = None
+    account_name: str | None = None
+    client_id: str | None = None
+    table_uri: str | None = None
+    queue_uri: str | None = None
+    blob_uri: str | None = None
+
+
+def _storage(env: Mapping[str, str], problems: list[str]) -> _Storage:
+    """The host's storage settings, so the queue trigger and our outbox use one account."""
+    removed = [name for name in REMOVED_STORAGE_SETTINGS if _opt(env, name)]
+    if removed:
+        problems.append(
+            f"{' and '.join(removed)} no longer exist: the send queue's trigger listens on the"
+            " account named by AzureWebJobsStorage, so the outbox must write to that same"
+            " account; set AzureWebJobsStorage (a connection string) or"
+            " AzureWebJobsStorage__accountName (managed identity) instead"
+        )
+    conn = _opt(env, "AzureWebJobsStorage")
+    account = _opt(env, "AzureWebJobsStorage__accountName")
+    credential = _opt(env, "AzureWebJobsStorage__credential")
+    client_id = _opt(env, "AzureWebJobsStorage__clientId")
+    uri_settings = {
+        "table": "AzureWebJobsStorage__tableServiceUri",
+        "queue": "AzureWebJobsStorage__queueServiceUri",
+        "blob": "AzureWebJobsStorage__blobServiceUri",
+    }
+    uris = {service: _opt(env, name) for service, name in uri_settings.items()}
+    if conn:
+        if account:
+            problems.append(
+                "set AzureWebJobsStorage (connection string) or AzureWebJobsStorage__accountName"
+                " (managed identity), not both"
+            )
+        return _Storage(connection_string=conn)
+    if not account:
+        problems.append(
+            "storage is not set: set AzureWebJobsStorage (a connection string, e.g."
+            " UseDevelopmentStorage=true for Azurite) or AzureWebJobsStorage__accountName"
+            " (the account's name, for managed identity)"
+        )
+        return _Storage()
+    if credential is not None and credential.lower() != _MANAGED_IDENTITY:
+        problems.append(
+            f"AzureWebJobsStorage__credential must be {_MANAGED_IDENTITY}, got {credential!r}"
+        )
+    if client_id and credential is None:
+        # The host ignores __clientId without __credential: the trigger would then use another
+        # identity than our clients.
+        problems.append(
+            "AzureWebJobsStorage__clientId needs AzureWebJobsStorage__credential=managedidentity"
+        )
+    for service, uri in uris.items():
+        if uri and not uri.startswith("https://"):
+            problems.append(f"{uri_settings[service]} must be an https URL, got {uri!r}")
+    default = {service: f"https://{account}.{service}.core.windows.net" for service in uris}
+    return _Storage(
+        account_name=account,
+        client_id=client_id,
+        table_uri=uris["table"] or default["table"],
+        queue_uri=uris["queue"] or default["queue"],
+        blob_uri=uris["blob"] or default["blob"],
+    )
+
+
+MIN_SECRET_LENGTH = 32
+
+
+def _secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:
+    value = env.get(name, "").strip()
+    if len(value) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"{name} must be a secret of at least {MIN_SECRET_LENGTH} characters (make run "
+            "generates one locally; in Azure it is a Key Vault reference)"
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read settings from a mapping; raises SettingsError naming every bad or missing value."""
     problems: list[str] = []
-    conn = _opt(env, "EMAIL_STORAGE_CONNECTION_STRING") or _opt(env, "AzureWebJobsStorage")
-    account = _opt(env, "EMAIL_STORAGE_ACCOUNT")
-    if not conn and not account:
-        problems.append(
-            "set EMAIL_STORAGE_CONNECTION_STRING (or AzureWebJobsStorage) or EMAIL_STORAGE_ACCOUNT"
-        )
+    storage = _storage(env, problems)
     allow = tuple(
         a.strip().lower() for a in env.get("SENDER_ALLOWLIST", "").split(",") if a.strip()
     )
     settings = Settings(
-        storage_connection_string=conn,
-        storage_account_name=account,
+        storage_connection_string=storage.connection_string,
+        storage_account_name=storage.account_name,
+        storage_client_id=storage.client_id,
+        storage_table_uri=storage.table_uri,
+        storage_queue_uri=storage.queue_uri,
+        storage_blob_uri=storage.blob_uri,
         table_prefix=env.get("TABLE_PREFIX", "").strip() or "Email",
         payload_container=env.get("PAYLOAD_CONTAINER", "").strip() or "email-payloads",
         acs_endpoint=_opt(env, "ACS_ENDPOINT"),
@@ -148,7 +259,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         suppress_on_spam=env.get("SUPPRESS_ON_SPAM", "").strip().lower() in _TRUE,
         alerts_topic_endpoint=_opt(env, "ALERTS_TOPIC_ENDPOINT"),
         alerts_topic_key=_opt(env, "ALERTS_TOPIC_KEY"),
+        appinsights_connection_string=_opt(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
         alert_addresses=env.get("ALERT_ADDRESSES", "").strip().lower() or "hash",
+        address_hash_key=_secret(env, "ADDRESS_HASH_KEY", problems),
         rate_window_minutes=_int(env, "RATE_WINDOW_MINUTES", 60, problems),
         rate_min_volume=_int(env, "RATE_MIN_VOLUME", 100, problems),
         bounce_rate_warning=_percent(env, "BOUNCE_RATE_WARNING", 5.0, problems),
@@ -162,6 +275,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         soft_bounce_window_hours=_int(env, "SOFT_BOUNCE_WINDOW_HOURS", 72, problems),
         soft_bounce_suppress_hours=_int(env, "SOFT_BOUNCE_SUPPRESS_HOURS", 24, problems),
         row_cache_mb=_int(env, "ROW_CACHE_MB", 32, problems, minimum=0),
+        delivery_slo_minutes=_int(env, "DELIVERY_SLO_MINUTES", 5, problems),
+        rollup_flush_seconds=_int(env, "ROLLUP_FLUSH_SECONDS", 5, problems),
+        rollup_shards=_int(env, "ROLLUP_SHARDS", 4, problems),
+        outcome_events_topic_endpoint=_opt(env, "OUTCOME_EVENTS_TOPIC_ENDPOINT"),
+        outcome_events_topic_key=_opt(env, "OUTCOME_EVENTS_TOPIC_KEY"),
+        outcome_event_addresses=env.get("OUTCOME_EVENT_ADDRESSES", "").strip().lower() or "hash",
     )
     if settings.bounce_rate_warning > settings.bounce_rate_critical:
         problems.append("BOUNCE_RATE_WARNING must not be above BOUNCE_RATE_CRITICAL")
@@ -171,6 +290,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         problems.append("RATE_COUNTER_SHARDS must be at most 64")
     if settings.alert_addresses not in {"hash", "plain", "omit"}:
         problems.append("ALERT_ADDRESSES must be hash, plain or omit")
+    if settings.rollup_shards > 16:
+        problems.append("ROLLUP_SHARDS must be at most 16")
+    if settings.outcome_event_addresses not in {"hash", "plain", "omit"}:
+        problems.append("OUTCOME_EVENT_ADDRESSES must be hash, plain or omit")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     return settings

@@ -27,6 +27,9 @@ Row = dict[str, Any]
 
 # Distinct clicked URLs kept per recipient; clicks on the rest are counted in `otherClicks`.
 MAX_CLICKED_URLS = 50
+# Each URL's share of the clickedUrls property (32 K UTF-16 units; JSON with ASCII escapes, so
+# its length is what Table Storage counts): 50 × 580 stays under 30,000 whatever the URLs hold.
+MAX_URL_JSON_CHARS = 580
 MAX_STORED_STATUS_MESSAGE = 4_096
 
 # Properties the store owns (keys, etag, timestamps): ignored when comparing rows.
@@ -114,6 +117,8 @@ def timeline_entry(report: DeliveryReport | EngagementReport) -> Row:
             "context": report.context,
             "userAgent": report.user_agent,
         }
+    if report.notes:  # a string: marker rows store the entry as Table properties
+        entry["notes"] = json.dumps(list(report.notes))
     return {k: v for k, v in entry.items() if v is not None}
 
 
@@ -336,8 +341,19 @@ def _count_url(row: Row, url: str) -> None:
     so the final set and every kept count are the same whatever the event order.
     """
     urls: dict[str, int] = json.loads(row.get("clickedUrls") or "{}")
+    url = _url_key(url)
     urls[url] = urls.get(url, 0) + 1
     while len(urls) > MAX_CLICKED_URLS:
         dropped = max(urls)
         row["otherClicks"] = int(row.get("otherClicks", 0)) + urls.pop(dropped)
     row["clickedUrls"] = json.dumps(dict(sorted(urls.items())))
+
+
+def _url_key(url: str) -> str:
+    """The URL as counted: cut (marked with …) so its JSON form fits MAX_URL_JSON_CHARS."""
+    if len(json.dumps(url)) <= MAX_URL_JSON_CHARS:
+        return url
+    cut = url[: MAX_URL_JSON_CHARS - 8]
+    while len(json.dumps(cut + "…")) > MAX_URL_JSON_CHARS:
+        cut = cut[: -max(1, (len(json.dumps(cut + "…")) - MAX_URL_JSON_CHARS) // 6)]
+    return cut + "…"

@@ -17,8 +17,10 @@ in any order, any number of times, yields the same final status.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -91,3 +93,18 @@ class SendState(StrEnum):
     SENDING = "sending"  # claimed by a worker that is calling ACS
     SENT = "sent"  # ACS accepted it (202); delivery reports follow
     FAILED = "failed"  # ACS refused it for good, or every attempt failed
+
+
+CLAIM_TTL = timedelta(minutes=2)  # a claim older than this is a crashed worker's: take it over
+
+
+def claimed_by_another(row: Mapping[str, Any], now: datetime) -> bool:
+    """A worker holds this message (claimed under its ETag less than CLAIM_TTL ago)."""
+    if row.get("sendState") != SendState.SENDING:
+        return False
+    claimed = row.get("claimedAt")
+    try:
+        at = datetime.fromisoformat(str(claimed)) if claimed else None
+    except ValueError:
+        return False
+    return at is not None and now - at < CLAIM_TTL

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.core import keys
+from shared.core.addresses import canonical_domain
 from shared.core.state import iso, parse_iso
 
 STATE_ROW = "state"
@@ -155,7 +156,7 @@ def merge_streak(
 def domain_listing_row(state: Mapping[str, Any]) -> dict[str, Any]:
     """The by-domain listing row (PartitionKey = domain) kept beside every state change."""
     address = str(state.get("address", ""))
-    domain = address.rpartition("@")[2].lower()
+    domain = canonical_domain(address.rpartition("@")[2])
     entity = {
         "PartitionKey": keys.encode(domain),
         "RowKey": state["PartitionKey"],

@@ -84,6 +84,7 @@ def _timeline_entry(row: Mapping[str, Any]) -> dict[str, Any]:
         "at": row.get("at"),
         "eventType": row.get("eventType"),
         "recordedAt": row.get("recordedAt"),
+        "notes": _notes(row.get("notes")),
     }
     if row.get("kind") == "delivery":
         entry |= {
@@ -285,3 +286,13 @@ def alert_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "attempts": row.get("attempts"),
         "data": (_json_field(row, "event") or {}).get("data"),
     }
+
+
+def _notes(value: Any) -> list[str] | None:
+    """What was repaired to keep a report (a list in embedded events, JSON on marker rows)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    return [str(n) for n in value] if isinstance(value, list) and value else None

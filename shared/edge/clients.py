@@ -25,6 +25,18 @@ def quiet_sdk_request_logs() -> None:
     logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
+# A storage outage must not hang a request for the SDK's full retry time (90 s seen): fail a
+# connection in 3 s, a response in 10 s, retry twice; the caller then answers 503 + Retry-After
+# (HTTP) or raises so the platform retries (triggers).
+STORAGE_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 3,
+    "read_timeout": 10,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.4,
+    "retry_backoff_max": 2,
+}
+
+
 class Clients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -32,12 +44,24 @@ class Clients:
 
     @cached_property
     def credential(self) -> TokenCredential:
+        """The app's managed identity: a user-assigned one when `AzureWebJobsStorage__clientId`
+        names it (as the host uses it), else whatever DefaultAzureCredential finds."""
+        client_id = self.settings.storage_client_id
+        if client_id:
+            from azure.identity import ManagedIdentityCredential
+
+            return ManagedIdentityCredential(client_id=client_id)
         from azure.identity import DefaultAzureCredential
 
         return DefaultAzureCredential()
 
     def _account_url(self, service: str) -> str:
-        return f"https://{self.settings.storage_account_name}.{service}.core.windows.net"
+        uri = {
+            "table": self.settings.storage_table_uri,
+            "queue": self.settings.storage_queue_uri,
+            "blob": self.settings.storage_blob_uri,
+        }[service]
+        return uri or f"https://{self.settings.storage_account_name}.{service}.core.windows.net"
 
     @cached_property
     def table_service(self) -> TableServiceClient:
@@ -45,8 +69,10 @@ class Clients:
 
         conn = self.settings.storage_connection_string
         if conn:
-            return TableServiceClient.from_connection_string(conn)
-        return TableServiceClient(endpoint=self._account_url("table"), credential=self.credential)
+            return TableServiceClient.from_connection_string(conn, **STORAGE_OPTIONS)
+        return TableServiceClient(
+            endpoint=self._account_url("table"), credential=self.credential, **STORAGE_OPTIONS
+        )
 
     @cached_property
     def send_queue(self) -> QueueClient:
@@ -57,13 +83,14 @@ class Clients:
         conn = self.settings.storage_connection_string
         if conn:
             return QueueClient.from_connection_string(
-                conn, SEND_QUEUE, message_encode_policy=encode
+                conn, SEND_QUEUE, message_encode_policy=encode, **STORAGE_OPTIONS
             )
         return QueueClient(
             self._account_url("queue"),
             SEND_QUEUE,
             credential=self.credential,
             message_encode_policy=encode,
+            **STORAGE_OPTIONS,
         )
 
     @cached_property
@@ -72,9 +99,9 @@ class Clients:
 
         conn = self.settings.storage_connection_string
         if conn:
-            blobs = BlobServiceClient.from_connection_string(conn)
+            blobs = BlobServiceClient.from_connection_string(conn, **STORAGE_OPTIONS)
         else:
-            blobs = BlobServiceClient(self._account_url("blob"), self.credential)
+            blobs = BlobServiceClient(self._account_url("blob"), self.credential, **STORAGE_OPTIONS)
         return blobs.get_container_client(self.settings.payload_container)
 
     @cached_property

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -57,10 +57,9 @@ from shared.core.state import (
     fact_from_report,
     index_may_be_missing,
     iso,
-    parse_iso,
     timeline_entry,
 )
-from shared.core.status import SendState, Status
+from shared.core.status import SendState, Status, claimed_by_another
 from shared.edge.tables import (
     FANOUT,
     MAX_CONFLICT_RETRIES,
@@ -77,7 +76,6 @@ from shared.edge.tables import (
 PAYLOAD_ROW = "p"
 PAYLOAD_CHUNK = 30_000  # characters per property (a Table string property holds 32 K UTF-16 units)
 PAYLOAD_INLINE_LIMIT = 420_000  # characters inline (an entity holds 1 MiB); beyond → blob
-CLAIM_TTL = timedelta(minutes=2)  # a claim older than this is a crashed worker's: take it over
 MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
 
 
@@ -166,10 +164,6 @@ class MessageStore:
             for table in (self.messages, self.index, self.quarantine_table, self.counters):
                 with suppress(ResourceExistsError):
                     table.create_table()
-
-    def ping(self) -> None:
-        with storage_errors():
-            next(iter(self.messages.query_entities("PartitionKey eq ''", results_per_page=1)), None)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -353,10 +347,10 @@ class MessageStore:
         summary: Mapping[str, Any],
         payload: str | None,
         recipient_rows: list[dict[str, Any]],
-    ) -> bool:
+    ) -> Any:
         """One transaction: the message row, the payload row (when `payload` is inline) and a
-        status row per recipient. False when an earlier accept of this message id (a retry under
-        the same Idempotency-Key) already moved past `queued`: nothing is left to do."""
+        status row per recipient. Returns None when this call accepted the message, else the
+        message row an earlier accept of this id (same Idempotency-Key) wrote."""
         pk = keys.message_key(message_id)
         ops: list[Any] = [
             ("create", clean({**summary, "PartitionKey": pk, "RowKey": keys.MESSAGE_ROW}))
@@ -373,9 +367,11 @@ class MessageStore:
         except TableTransactionError as exc:
             if not (exc.status_code == 409 and exc.index == 0):
                 raise
-            existing = read_entity(self.messages, pk, keys.MESSAGE_ROW)
-            return existing is None or existing.get("sendState") == SendState.QUEUED
-        return True
+            existing = self.message(message_id)
+            if existing is None:  # deleted in between (retention): nothing to finish
+                return {"sendState": SendState.FAILED.value}
+            return existing
+        return None
 
     def message(self, message_id: str) -> Any:
         return read_entity(self.messages, keys.message_key(message_id), keys.MESSAGE_ROW)
@@ -386,8 +382,7 @@ class MessageStore:
             row = self.message(message_id)
             if row is None or row.get("sendState") in (SendState.SENT, SendState.FAILED):
                 return None
-            claimed = parse_iso(row.get("claimedAt"))
-            if row.get("sendState") == SendState.SENDING and claimed and now - claimed < CLAIM_TTL:
+            if claimed_by_another(row, now):
                 return None
             try:
                 with storage_errors():
@@ -548,7 +543,7 @@ class MessageStore:
 def _truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    marker = f"…[truncated {len(text) - limit} characters]"
+    marker = f"...[truncated {len(text) - limit} characters]"
     return text[: limit - len(marker)] + marker
 
 

@@ -118,6 +118,12 @@ class Outbox:
             )
         raise Transient("idempotency row kept changing under us")
 
+    def stored_response(self, key: str) -> Mapping[str, Any] | None:
+        """The response the request that claimed `key` stored when it finished (None yet)."""
+        row = read_entity(self.idempotency, hashlib.sha256(key.encode()).hexdigest(), "k")
+        stored = (row or {}).get("response")
+        return dict(json.loads(stored)) if stored else None
+
     def finish_idempotent(self, key: str, response: Mapping[str, Any]) -> None:
         pk = hashlib.sha256(key.encode()).hexdigest()
         entity = {"PartitionKey": pk, "RowKey": "k", "response": json.dumps(response)}

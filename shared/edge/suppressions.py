@@ -25,6 +25,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.core import keys
+from shared.core.addresses import canonical, canonical_domain
 from shared.core.errors import Transient
 from shared.core.suppression import (
     STATE_ROW,
@@ -62,7 +63,7 @@ class SuppressionList:
     def list_domain(
         self, domain: str, limit: int, continuation: Any | None
     ) -> tuple[list[dict[str, Any]], Any | None]:
-        pk = keys.encode(domain.strip().lower()).replace("'", "''")
+        pk = keys.encode(canonical_domain(domain)).replace("'", "''")
         with storage_errors():
             pages = self.by_domain.query_entities(
                 f"PartitionKey eq '{pk}' and active eq true", results_per_page=limit
@@ -82,7 +83,7 @@ class SuppressionList:
         Several addresses are read in parallel on `pool` (default: the shared FANOUT; never
         call this from one of its own tasks); one is read inline.
         """
-        unique = sorted({a.strip().lower() for a in addresses})
+        unique = sorted({canonical(a) for a in addresses})
         now = datetime.now(UTC)
         if len(unique) <= 1:
             rows = [self.get(a) for a in unique]

@@ -17,7 +17,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.core.errors import Transient
 
@@ -118,3 +118,13 @@ def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) ->
         wait(futures)
     for future in futures:
         future.result()
+
+
+def ping(service: TableServiceClient) -> None:
+    """One cheap request with a short deadline (no retry): a health probe must answer within
+    seconds when storage does not, not after the SDK's retries."""
+    with storage_errors():
+        pages = service.list_tables(
+            results_per_page=1, connection_timeout=2, read_timeout=2, retry_total=0
+        )
+        next(iter(pages), None)

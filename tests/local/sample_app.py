@@ -43,6 +43,7 @@ async def get_recipient(req: func.HttpRequest, context: func.Context) -> func.Ht
     )
 
 
+# An optional, constrained parameter: ASP.NET syntax the stand-in does not serve (see host.py).
 @app.route(route="items/{id:int?}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def get_item(req: func.HttpRequest) -> func.HttpResponse:
     return _json({"id": req.route_params.get("id")})

@@ -23,6 +23,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.core.rest import HttpRequest
+from jsonschema import Draft4Validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,15 +34,23 @@ from local.acs_sandbox import (
     DELIVERY_EVENT,
     ENGAGEMENT_EVENT,
     MAX_REQUEST_BYTES,
+    SERVICE_RULES,
+    SPEC_PATH,
     SandboxConfig,
     _parse_args,
     create_app,
+    validate_message,
 )
 from local.ports import free_port
-from tests.conftest import REFERENCE_EVENTS_DIR
+from tests.conftest import REFERENCE_DIR, REFERENCE_EVENTS_DIR
 from tests.servers import serve
 
 SENDER = "noreply@sandbox.test"
+ACS_API = REFERENCE_DIR / "acs-email-api"
+# The spec's ErrorResponse (azure-rest-api-specs common-types/data-plane/v1/types.json).
+ERROR_RESPONSE = json.loads((ACS_API / "common-types-data-plane-v1-types.json").read_text()) | {
+    "$ref": "#/definitions/ErrorResponse"
+}
 EVENTS_KEY = "local-topic-key"
 API = "api-version=2025-09-01"
 
@@ -466,7 +475,66 @@ def test_invalid_message_is_rejected(
     assert error.error.details[0].target == target
     assert error.response is not None
     assert error.response.headers["x-ms-error-code"] == code
+    Draft4Validator(ERROR_RESPONSE).validate(error.response.json())
     assert operations(sandbox_url) == []
+
+
+WRONG_TYPES = [
+    # (case, body, every (code, target) the reply names, in order)
+    ("array body", [], [("InvalidRequest", "")]),
+    ("to not an array", message() | {"recipients": {"to": {"address": "a@example.org"}}},
+     [("InvalidRequest", "recipients.to")]),
+    ("displayName number",
+     message() | {"recipients": {"to": [{"address": "a@example.org", "displayName": 7}]}},
+     [("InvalidRequest", "recipients.to[0].displayName")]),
+    ("header not a string", message("a@example.org", headers={"X-Count": 1}),
+     [("InvalidRequest", "headers.X-Count")]),
+    ("tracking not a bool", message("a@example.org", userEngagementTrackingDisabled="yes"),
+     [("InvalidRequest", "userEngagementTrackingDisabled")]),
+    ("blank subject", message("a@example.org", content={"subject": " ", "html": "<p>x</p>"}),
+     [("InvalidRequest", "content.subject")]),
+    ("empty sender", message("a@example.org", senderAddress=""),
+     [("InvalidRequest", "senderAddress")]),
+    ("three at once",
+     {"senderAddress": "nope", "content": {"subject": "s"},
+      "recipients": {"to": [{"address": "a@example.org"}, {}]}},
+     [("InvalidEmailAddress", "senderAddress"), ("InvalidRequest", "recipients.to[1].address"),
+      ("InvalidRequest", "content")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), [c[1:] for c in WRONG_TYPES], ids=[c[0] for c in WRONG_TYPES]
+)
+def test_every_schema_problem_is_named(
+    client: EmailClient, body: Any, expected: list[tuple[str, str]]
+) -> None:
+    error = send_error(client, body)
+    assert error.status_code == 400
+    assert error.response is not None
+    reply = error.response.json()
+    Draft4Validator(ERROR_RESPONSE).validate(reply)
+    details = reply["error"]["details"]
+    assert sorted((d["code"], d["target"]) for d in details) == sorted(expected)
+    assert reply["error"]["code"] == details[0]["code"]
+    assert all(d["message"] and len(d["message"]) <= 200 for d in details)
+
+
+def test_the_specs_own_example_request_is_accepted(client: EmailClient) -> None:
+    example = json.loads((ACS_API / "stable-2025-09-01-examples-SendEmail.json").read_text())
+    body = example["parameters"]["emailMessage"]
+    assert validate_message(body) == []
+    assert send(client, body | {"senderAddress": SENDER})["status"] == "Succeeded"
+
+
+def test_schema_is_the_spec_copy_plus_draft4_rules() -> None:
+    # local/ keeps its own copy (dev tooling reads no test data); it equals the tests' copy,
+    # which test_reference_copies keeps equal to ../shared.
+    original = ACS_API / "stable-2025-09-01-CommunicationServicesEmail.json"
+    assert SPEC_PATH.read_bytes() == original.read_bytes()
+    spec = json.loads(SPEC_PATH.read_text())
+    assert spec["info"]["version"] == "2025-09-01"
+    Draft4Validator.check_schema({"definitions": spec["definitions"], **SERVICE_RULES})
 
 
 def test_valid_extras_are_accepted(client: EmailClient) -> None:

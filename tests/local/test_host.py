@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,18 +27,22 @@ from starlette.applications import Starlette
 from local.azurite import Azurite
 from local.host import (
     CronSchedule,
+    UnsupportedRouteError,
     compile_route,
     create_host_app,
     list_functions,
     load_host_config,
+    mask_target,
     parse_schedule,
     parse_timespan,
 )
+from local.ports import free_port, wait_for_port
 from tests.local import sample_app
 from tests.servers import serve
 
 KEY = "test-function-key"
 EVENT_GRID = "/runtime/webhooks/eventgrid"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def eventually(check: Callable[[], bool], timeout: float = 8.0) -> None:
@@ -117,16 +125,104 @@ def test_anonymous_route_is_open_and_case_insensitive(client: httpx.Client) -> N
 
 
 @pytest.mark.parametrize(
-    ("path", "status", "item"),
-    [("/api/items", 200, None), ("/api/items/42", 200, "42"), ("/api/items/abc", 404, None)],
+    ("segment", "address"),
+    [
+        ("a%40b.example", "a@b.example"),
+        ("J%C3%BCrgen%40b%C3%BCcher.example", "Jürgen@bücher.example"),
+        ("a%20b%40c.example", "a b@c.example"),
+        ("a+b%40c.example", "a+b@c.example"),  # `+` is not a space in a path
+        ("a%252Fb%40c.example", "a%2Fb@c.example"),  # decoded once, like every escape
+        # Kestrel keeps `%2F` (either case) encoded: one segment, and the value keeps it.
+        ("a%2Fb%40c.example", "a%2Fb@c.example"),
+        ("a%2fb%40c.example", "a%2fb@c.example"),
+    ],
 )
-def test_optional_int_parameter(
-    client: httpx.Client, path: str, status: int, item: str | None
+def test_percent_encoded_route_values_arrive_decoded_as_kestrel_does(
+    client: httpx.Client, segment: str, address: str
 ) -> None:
-    reply = client.get(path)
+    reply = client.get(f"/api/messages/m-1/recipients/{segment}", headers={"x-functions-key": KEY})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["route"] == {"messageId": "m-1", "address": address}
+
+
+def test_route_beyond_plain_segments_and_parameters_is_not_served(
+    client: httpx.Client, host_app: Starlette
+) -> None:
+    assert client.get("/api/items/42").status_code == 404
+    assert client.get("/api/items").status_code == 404
+    [line] = [s for s in list_functions(host_app, "http://h") if s.startswith("get_item:")]
+    assert "not served" in line
+    assert "{id:int?}" in line
+
+
+PROBLEMS = "https://github.com/acs-email-insights/acs-email-insights/blob/main/docs/problems.md"
+# RFC 3986 path-absolute: segments of pchar (unreserved, escapes, sub-delims, `:` and `@`).
+URI_PATH = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*)+")
+
+
+def assert_problem(reply: httpx.Response, status: int, slug: str, instance: str) -> None:
     assert reply.status_code == status
-    if status == 200:
-        assert reply.json() == {"id": item}
+    assert reply.headers["content-type"] == "application/problem+json"
+    body = reply.json()
+    assert body == {
+        "type": f"{PROBLEMS}#{slug}",
+        "title": body["title"],
+        "status": status,
+        "instance": instance,
+    }
+    assert body["title"]
+    assert URI_PATH.fullmatch(body["instance"])
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [({}, ""), ({"x-functions-key": "wrong"}, ""), ({}, "?code=wrong-key-value&x=1")],
+    ids=["no-key", "wrong-header", "wrong-code"],
+)
+def test_missing_or_wrong_key_is_a_401_problem(
+    client: httpx.Client, headers: dict[str, str], query: str
+) -> None:
+    reply = client.get(RECIPIENT + query, headers=headers)
+    assert_problem(reply, 401, "unauthorized", RECIPIENT)
+    assert "wrong" not in reply.text
+    hook = client.post(f"{EVENT_GRID}?functionName=record_event{query.replace('?', '&')}")
+    assert_problem(hook, 401, "unauthorized", EVENT_GRID)
+
+
+@pytest.mark.parametrize(
+    ("path", "instance"),
+    [
+        ("/api/nothing-here", "/api/nothing-here"),
+        ("/not-under-the-prefix?code=" + KEY, "/not-under-the-prefix"),
+        ("/api/r/a%40b.example/x%2Fy/%C3%A9%20z", "/api/r/a%40b.example/x%2Fy/%C3%A9%20z"),
+        ("/api/recipients/a@b.example/(x)!", "/api/recipients/a%40b.example/(x)!"),
+        ("/api/a%2fb/%7Etilde", "/api/a%2Fb/~tilde"),
+    ],
+)  # fmt: skip
+def test_unknown_route_is_a_404_problem(client: httpx.Client, path: str, instance: str) -> None:
+    reply = client.get(path, headers={"x-functions-key": KEY})
+    assert_problem(reply, 404, "not-found", instance)
+    assert KEY not in reply.text
+
+
+def test_unknown_event_grid_function_is_a_404_problem(client: httpx.Client) -> None:
+    reply = client.post(EVENT_GRID, params={"functionName": "nope", "code": KEY}, content="[]")
+    assert_problem(reply, 404, "not-found", EVENT_GRID)
+
+
+def test_admin_host_status_needs_the_key_and_names_the_host() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    settings = {"AzureFunctionsWebHost__hostid": "host-under-test"}
+    with serve(create_host_app(app, function_key=KEY, settings=settings)) as url:
+        status = httpx.get(f"{url}/admin/host/status", headers={"x-functions-key": KEY})
+        assert status.json() == {"id": "host-under-test", "state": "Running"}
+        refused = httpx.get(f"{url}/admin/host/status", params={"code": "wrong"})
+        assert_problem(refused, 401, "unauthorized", "/admin/host/status")
 
 
 def test_unknown_route_is_404_and_wrong_method_405(client: httpx.Client) -> None:
@@ -437,9 +533,30 @@ def test_ncrontab_next_occurrence(expression: str, after: str, expected: str) ->
 
 
 @pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        # The seconds field comes first, as in Azure timer triggers: once a minute at :00 / :30.
+        ("0 */1 * * * *", "2024-01-01T00:00:00", ["00:01:00", "00:02:00", "00:03:00"]),
+        ("30 */1 * * * *", "2024-01-01T00:00:00", ["00:00:30", "00:01:30", "00:02:30"]),
+        ("30 */1 * * * *", "2024-01-01T00:00:30.001", ["00:01:30", "00:02:30", "00:03:30"]),
+        ("*/20 * * * * *", "2024-01-01T23:59:30", ["23:59:40", "00:00:00", "00:00:20"]),
+        ("15,45 0 12 * * *", "2024-01-01T12:00:15", ["12:00:45", "12:00:15", "12:00:45"]),
+    ],
+)
+def test_ncrontab_seconds_field(expression: str, after: str, expected: list[str]) -> None:
+    schedule = parse_schedule(expression)
+    moment, times = at(after), []
+    for _ in expected:
+        moment = schedule.next_after(moment)
+        times.append(moment.time().isoformat())
+    assert times == expected
+
+
+@pytest.mark.parametrize(
     "expression",
     ["", "* * * *", "60 * * * * *", "* * * * 13 *", "* * * * * MOO", "*/0 * * * * *",
-     "5-1 * * * * *", "a/5 * * * * *"],
+     "5-1 * * * * *", "a/5 * * * * *", "* * * * * * 2030", "0 0 0 L * *", "0 0 0 ? * *",
+     "0 0 0 * * 1#2", "@daily", "H * * * * *", "0 0 0 * DEC-JAN *"],
 )  # fmt: skip
 def test_ncrontab_rejects_bad_expressions(expression: str) -> None:
     with pytest.raises(ValueError, match=r"."):
@@ -465,24 +582,52 @@ GUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 @pytest.mark.parametrize(
     ("template", "path", "params"),
     [
-        ("messages/{messageId}", "/messages/abc", {"messageId": "abc"}),
-        ("messages/{messageId}", "/messages/abc/", {"messageId": "abc"}),
-        ("messages/{messageId}", "/messages", None),
-        ("files/{name}.{ext}", "/files/a.b.pdf", {"name": "a.b", "ext": "pdf"}),
-        ("static/{*rest}", "/static/css/site.css", {"rest": "css/site.css"}),
-        ("items/{id:int:min(1)}", "/items/0", None),
-        ("items/{id:int:min(1)}", "/items/7", {"id": "7"}),
-        ("lang/{code:alpha:length(2)}", "/lang/fr", {"code": "fr"}),
-        ("lang/{code:alpha:length(2)}", "/lang/fra", None),
-        ("page/{n=1}", "/page", {"n": "1"}),
-        (r"r/{code:regex(^\d{{3}}$)}", "/r/123", {"code": "123"}),
-        (r"r/{code:regex(^\d{{3}}$)}", "/r/12", None),
-        ("ids/{id:guid}", f"/ids/{GUID}", {"id": GUID}),
-        ("ids/{id:guid}", "/ids/not-a-guid", None),
+        ("emails", "/emails", {}),
+        ("emails", "/EMAILS/", {}),
+        ("emails", "/emails/x", None),
+        ("emails/{messageId}", "/emails/abc", {"messageId": "abc"}),
+        ("emails/{messageId}", "/Emails/AbC/", {"messageId": "AbC"}),  # values keep their case
+        ("emails/{messageId}", "/emails", None),
+        ("emails/{messageId}", "/emails/a/b", None),
+        ("recipients/{address}/emails", "/recipients/a@b.example/emails",
+         {"address": "a@b.example"}),
+        ("recipients/{address}/emails", "/recipients/a%2Fb/emails", {"address": "a%2Fb"}),
+        ("recipients/{address}/emails", "/recipients//emails", None),
+        ("/senders/{domain}/resume/", "/senders/b.example/resume", {"domain": "b.example"}),
+        ("suppressions/{address}", "/suppressions/x", {"address": "x"}),
+        ("emails:send", "/emails:send", {}),  # regex characters in literals are literal
+        ("emails:send", "/emailsXsend", None),
+        ("", "/", {}),
     ],
 )  # fmt: skip
 def test_route_templates(template: str, path: str, params: dict[str, str] | None) -> None:
     assert compile_route(template).match(path) == params
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["items/{id:int}", "items/{id?}", "page/{n=1}", "static/{*rest}", "files/{name}.{ext}",
+     "a/{x}/b/{x}", "r/{code:regex(^\\d{{3}}$)}", "a/{b"],
+)  # fmt: skip
+def test_route_templates_the_stand_in_does_not_serve(template: str) -> None:
+    with pytest.raises(UnsupportedRouteError, match="route"):
+        compile_route(template)
+
+
+def test_literal_segments_rank_before_parameters() -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="emails/{messageId}", methods=["GET"])
+    def by_id(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("by_id")
+
+    @app.route(route="emails/pending", methods=["GET"])
+    def pending(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pending")
+
+    with serve(create_host_app(app, function_key=KEY)) as url:
+        assert httpx.get(f"{url}/api/emails/pending").text == "pending"
+        assert httpx.get(f"{url}/api/emails/other").text == "by_id"
 
 
 def test_host_json_then_setting_overrides(tmp_path: Path) -> None:
@@ -528,3 +673,55 @@ def test_host_serves_no_function_switched_off_by_app_setting() -> None:
     assert "work: queueTrigger (not served: app setting AzureWebJobs.work.Disabled)" in lines
     assert "ping: [ALL] http://host/api/ping" in lines
     assert off.state.host.queues == []
+
+
+# --- access log ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "masked"),
+    [
+        ("/api/recipients/a%40b/emails", "/api/recipients/***/emails"),
+        ("/api/suppressions/a@b.example?code=k3y", "/api/suppressions/***?code=***"),
+        ("/api/emails/m-1?CODE=k3y&x=1", "/api/emails/m-1?CODE=***&x=1"),
+        ("/api/explain?to=a%40b.example&status=Failed", "/api/explain?to=***&status=Failed"),
+        ("/api/x?a%40b.example&y", "/api/x?***&y"),
+        ("/api/senders/b.example/resume", "/api/senders/b.example/resume"),
+        ("/api/health", "/api/health"),
+    ],
+)
+def test_mask_target(target: str, masked: str) -> None:
+    assert mask_target(target) == masked
+
+
+def test_access_log_shows_neither_addresses_nor_the_key(tmp_path: Path) -> None:
+    """`python -m local.host` as `make run` starts it; its whole output is read."""
+    secret, port = "s3cret-function-key-" + uuid.uuid4().hex, free_port()
+    env = {**os.environ, "LOCAL_FUNCTION_KEY": secret, "PYTHONUNBUFFERED": "1"}
+    env.pop("AzureWebJobsStorage", None)
+    out = tmp_path / "host.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.host", "--module", "tests.local.sample_app",
+             "--port", str(port)],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60)
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=10) as c:
+                assert c.get(f"{RECIPIENT}?code={secret}").status_code == 200
+                assert c.get(f"{RECIPIENT}?to=c%40d.example").status_code == 401
+                assert c.get("/api/hello/Ada", params={"greeting": "e@f.example"}).is_success
+                hook = f"{EVENT_GRID}?functionName=record_event&code={secret}"
+                assert c.post(hook, content="[]", headers={"aeg-event-type": "Notification"})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    log = out.read_text()
+    assert '"GET /api/messages/m-1/recipients/***?code=*** HTTP/1.1" 200' in log
+    assert '"GET /api/messages/m-1/recipients/***?to=*** HTTP/1.1" 401' in log
+    assert '"GET /api/hello/Ada?greeting=*** HTTP/1.1" 200' in log
+    assert '"POST /runtime/webhooks/eventgrid?functionName=record_event&code=*** HTTP/1.1"' in log
+    for leak in (secret, "a@b", "a%40b", "c@d", "c%40d", "e@f", "e%40f"):
+        assert leak not in log

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from types import MappingProxyType
+from typing import NamedTuple
 
 from .taxonomy import Reason
 
@@ -22,8 +23,8 @@ from .taxonomy import Reason
 CLASSES: MappingProxyType[str, str] = MappingProxyType(
     {
         "2": "success",
-        "4": "temporary failure: a later retry may succeed",
-        "5": "permanent failure: resending unchanged will fail again",
+        "4": "temporary failure: the server expects a later attempt may succeed",
+        "5": "permanent failure: the server will not take this message as things stand",
     }
 )
 
@@ -188,6 +189,10 @@ class CodeRule:
     id: str
     reason: Reason
     note: str  # provenance, and for vendor codes the meaning shown by explain_enhanced_code
+    # A code servers send for anything (551-553 from qmail and others): low confidence. An
+    # enhanced code with detail 0 (RFC 3463's "other or undefined" status of its subject: 5.0.0,
+    # 5.3.0, 5.5.0, 4.0.0) is generic too; the classifier checks that on the code itself.
+    generic: bool = False
 
 
 _R = Reason
@@ -195,21 +200,25 @@ _R = Reason
 _ENHANCED_ROWS: tuple[tuple[str, Reason, str], ...] = (
     # Microsoft 365 / Exchange Online details (learn.microsoft.com, "NDRs in Exchange Online").
     # Listed first: they reuse IANA subjects with their own meanings.
-    ("4.7.500-599", _R.speeding, "Microsoft 365: server busy, sending rate throttled"),
+    ("4.7.500-599", _R.ratelimited, "Microsoft 365: access denied or server busy, please try "
+                                    "again later (a new or suspicious sending IP throttled)"),
     ("X.1.10", _R.userunknown, "Microsoft 365: recipient not found (RFC 7505 null MX is rarer;"
                                " both are hard)"),
-    ("X.2.121-122", _R.ratelimited, "Microsoft 365: the recipient's hourly message limit"),
+    ("X.2.121-122", _R.speeding, "Microsoft 365: the hourly message limit for this recipient "
+                                 "(from this sender, or in all) exceeded"),
     ("X.4.300", _R.expired, "Microsoft 365: message expired"),
     ("X.4.310", _R.hostunknown, "Microsoft 365: the recipient's DNS domain does not exist"),
     ("X.4.312-318", _R.networkerror, "Microsoft 365: connecting to the recipient's server failed"),
     ("X.7.57", _R.securityerror, "Microsoft 365: client not authenticated to send"),
     ("X.7.64", _R.norelaying, "Microsoft 365: TenantAttribution, relay access denied"),
     ("X.7.124-136", _R.filtered, "Microsoft 365: sender not allowed to send to this group/user"),
+    ("X.7.501-503", _R.rejected, "Microsoft 365: access denied, the sending account is banned "
+                                 "(spam abuse, banned sender)"),
     ("X.7.500-509", _R.blocked, "Microsoft 365: access denied, banned sender or spam abuse"),
     ("X.7.510-599", _R.blocked, "Microsoft 365: access denied for the sending IP or tenant"),
     ("X.7.600-649", _R.blocked, "Microsoft 365: the sending IP is in a banned range"),
     ("X.7.650-699", _R.badreputation, "Microsoft 365: the sending IP is throttled for reputation"),
-    ("X.7.700-799", _R.blocked, "Microsoft 365: the sending tenant is blocked from sending"),
+    ("X.7.700-799", _R.rejected, "Microsoft 365: the sending tenant is blocked from sending"),
     # The IANA registry (RFC 3463 and successors), mapped the way Sisimai does.
     ("X.1.1", _R.userunknown, "RFC 3463: bad destination mailbox address"),
     ("X.1.2", _R.hostunknown, "RFC 3463: bad destination system address"),
@@ -263,33 +272,32 @@ ENHANCED_RULES: tuple[tuple[str, CodeRule], ...] = tuple(
 )
 
 # Basic reply codes carry little; only the ones with one clear meaning get a reason. 550 and 554
-# are deliberately absent: receivers use them for everything from "no such user" to "spam".
+# are deliberately absent: receivers use them for everything from "no such user" to "spam"; 551,
+# 552 and 553 are generic (qmail and others answer most refusals with them), so low confidence.
+_SMTP_ROWS: tuple[tuple[str, Reason, str] | tuple[str, Reason, str, bool], ...] = (
+    ("421", Reason.systemerror, "RFC 5321: service not available"),
+    ("451", Reason.systemerror, "RFC 5321: local error in processing"),
+    ("452", Reason.systemfull, "RFC 5321: insufficient system storage"),
+    ("454", Reason.securityerror, "RFC 4954/3207: temporary auth or TLS failure"),
+    ("455", Reason.syntaxerror, "RFC 5321: parameters not accommodated"),
+    ("500", Reason.syntaxerror, "RFC 5321: command unrecognized"),
+    ("501", Reason.syntaxerror, "RFC 5321: syntax error in parameters"),
+    ("502", Reason.syntaxerror, "RFC 5321: command not implemented"),
+    ("503", Reason.syntaxerror, "RFC 5321: bad sequence of commands"),
+    ("504", Reason.syntaxerror, "RFC 5321: parameter not implemented"),
+    ("521", Reason.notaccept, "RFC 7504: host does not accept mail"),
+    ("530", Reason.securityerror, "RFC 4954/3207: authentication or TLS required"),
+    ("534", Reason.securityerror, "RFC 4954: mechanism too weak"),
+    ("535", Reason.securityerror, "RFC 4954: credentials invalid"),
+    ("538", Reason.securityerror, "RFC 4954: encryption required"),
+    ("551", Reason.hasmoved, "RFC 5321: user not local", True),
+    ("552", Reason.mailboxfull, "RFC 5321: exceeded storage allocation", True),
+    ("553", Reason.userunknown, "RFC 5321: mailbox name not allowed", True),
+    ("555", Reason.syntaxerror, "RFC 5321: parameters not recognized"),
+    ("556", Reason.notaccept, "RFC 7504: domain does not accept mail"),
+)
 SMTP_RULES: MappingProxyType[str, CodeRule] = MappingProxyType(
-    {
-        code: CodeRule(f"smtp:{code}", reason, note)
-        for code, reason, note in (
-            ("421", Reason.systemerror, "RFC 5321: service not available"),
-            ("451", Reason.systemerror, "RFC 5321: local error in processing"),
-            ("452", Reason.systemfull, "RFC 5321: insufficient system storage"),
-            ("454", Reason.securityerror, "RFC 4954/3207: temporary auth or TLS failure"),
-            ("455", Reason.syntaxerror, "RFC 5321: parameters not accommodated"),
-            ("500", Reason.syntaxerror, "RFC 5321: command unrecognized"),
-            ("501", Reason.syntaxerror, "RFC 5321: syntax error in parameters"),
-            ("502", Reason.syntaxerror, "RFC 5321: command not implemented"),
-            ("503", Reason.syntaxerror, "RFC 5321: bad sequence of commands"),
-            ("504", Reason.syntaxerror, "RFC 5321: parameter not implemented"),
-            ("521", Reason.notaccept, "RFC 7504: host does not accept mail"),
-            ("530", Reason.securityerror, "RFC 4954/3207: authentication or TLS required"),
-            ("534", Reason.securityerror, "RFC 4954: mechanism too weak"),
-            ("535", Reason.securityerror, "RFC 4954: credentials invalid"),
-            ("538", Reason.securityerror, "RFC 4954: encryption required"),
-            ("551", Reason.hasmoved, "RFC 5321: user not local"),
-            ("552", Reason.mailboxfull, "RFC 5321: exceeded storage allocation"),
-            ("553", Reason.userunknown, "RFC 5321: mailbox name not allowed"),
-            ("555", Reason.syntaxerror, "RFC 5321: parameters not recognized"),
-            ("556", Reason.notaccept, "RFC 7504: domain does not accept mail"),
-        )
-    }
+    {row[0]: CodeRule(f"smtp:{row[0]}", *row[1:]) for row in _SMTP_ROWS}
 )
 
 
@@ -313,11 +321,13 @@ def _enhanced_index() -> dict[str, CodeRule]:
     return _index(ENHANCED_RULES)  # built on first use, not at import
 
 
+@lru_cache(maxsize=4096)
 def rule_for_enhanced(code: str) -> CodeRule | None:
     """The first ENHANCED_RULES row covering this code (e.g. "5.7.606"), if any."""
     cls, _, rest = code.partition(".")
     subject, _, detail = rest.partition(".")
-    return _enhanced_index().get(f"{cls}.{subject}.{detail.lstrip('0') or '0'}")
+    key = f"{cls}.{subject}.{detail.lstrip('0') or '0'}"
+    return _enhanced_index().get(key)
 
 
 def rule_for_smtp(code: str) -> CodeRule | None:
@@ -362,10 +372,12 @@ def explain_enhanced_code(code: str) -> str | None:
 # --- Extraction ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Codes:
+class Codes(NamedTuple):  # a tuple, not a dataclass: it is hashed on every classification
     smtp: str | None  # basic reply code, e.g. "550"
     enhanced: str | None  # enhanced status code, e.g. "5.1.1"
+
+
+_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (the hot path)
 
 
 # An enhanced code: class 2/4/5, subject 0-7, detail up to three digits. Not preceded by a word
@@ -382,8 +394,16 @@ _BASIC_CONTEXT = re.compile(r"(?:^|[;:=(\['\"#<>])[ \t'\"#<>]*$")
 _AFTER_BASIC = re.compile(r"[ \t\-]+([245])\.([0-7])\.(\d{1,3})(?!\w|\.\d)")
 
 
+# The usual shape, "550 5.1.1 ..." at the very start: the same answer as the scan below, sooner.
+_LEADING = re.compile(r"[ \t]*([245][0-5]\d)[ \t\-]+([245])\.([0-7])\.(\d{1,3})(?!\w|\.\d)")
+
+
 def extract_codes(text: str) -> Codes:
     """The first basic reply code and the enhanced code that goes with it, wherever they are."""
+    lead = _LEADING.match(text)
+    if lead is not None:
+        smtp_code, cls, subject, detail = lead.groups()
+        return _new(Codes, (smtp_code, f"{cls}.{subject}.{int(detail)}"))
     smtp: str | None = None
     enhanced: str | None = None
     for m in _BASIC.finditer(text):

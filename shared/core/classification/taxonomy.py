@@ -3,6 +3,9 @@
 Reason names are Sisimai's (so reports line up with the most widely used open-source bounce
 parser), plus the two outcomes ACS reports itself: `quarantined` and `spamfiltered`.
 
+Every result also carries a `Confidence` (see classifier): a hard bounce suppresses the address
+only when its confidence is high or medium.
+
 The hard/soft rule is deliberately small (the Sisimai way): hard only when the address itself is
 dead — `userunknown`, `hostunknown`, `hasmoved`, and `notaccept` when the refusal is unconditional
 (a 4xx reply makes it soft; see classifier). Everything else that failed is soft, including 5xx
@@ -20,6 +23,27 @@ from types import MappingProxyType
 class BounceType(StrEnum):
     hard = "hard"  # the address is dead: stop sending to it
     soft = "soft"  # the address may be fine: the message, the sender or the moment was the problem
+
+
+class Confidence(StrEnum):
+    high = "high"  # a specific phrase (or ACS's own status) decided
+    medium = "medium"  # a code table decided, or a vague phrase backed by nothing more specific
+    low = "low"  # a generic code (X.N.0, loosely used 55x) decided, or nothing did
+
+
+class AcsStatus(StrEnum):
+    """The delivery report statuses ACS sends, spelled as ACS spells them."""
+
+    Delivered = "Delivered"  # the recipient's server accepted the message
+    Expanded = "Expanded"  # a distribution list was expanded to its members
+    Bounced = "Bounced"  # ACS's hard bounce: the recipient's server refused the address
+    Failed = "Failed"  # ACS gave up after its own retries (or could not send at all)
+    FilteredSpam = "FilteredSpam"  # ACS or the receiver filtered the message as spam
+    Quarantined = "Quarantined"  # the message was held in quarantine
+    Suppressed = "Suppressed"  # ACS did not send: the address is on its suppression list
+
+
+KNOWN_ACS_STATUSES: tuple[str, ...] = tuple(str(s) for s in AcsStatus)
 
 
 class Reason(StrEnum):
@@ -128,8 +152,9 @@ REASONS: MappingProxyType[Reason, ReasonInfo] = MappingProxyType(
         Reason.blocked: ReasonInfo(
             "The receiving server refused the sending IP address or host (a blocklist or a "
             "banned IP range).",
-            "Check the blocklist named in the reply and request delisting; for ACS-managed "
-            "sending IPs, open a support case with Microsoft.",
+            "Follow the link or reference in the reply, or ask the receiver's postmaster why "
+            "the sending IP is refused; for ACS-managed sending IPs, open a support case with "
+            "Microsoft.",
             False, False, _S, "bounced", "blocked", "General",
         ),
         Reason.rejected: ReasonInfo(

@@ -1,42 +1,74 @@
 """Validate a `POST /api/emails` body into a SendRequest that maps onto an ACS EmailMessage.
 
-The envelope is checked first (415 for the media type, 413 for size, 400 for JSON that is not an
-object); after that every problem in the content is collected and raised as one InvalidInput, so
-a caller fixes a request in one round trip. Field paths are JSON-pointer-like: `to[2].address`,
-`attachments[0].contentInBase64`, `headers.X-Foo`. Null is treated as "not given".
+The envelope is checked first (415 for the media type, 413 for a body too large to parse, 400
+for JSON that is not an object). Then three passes over the document, whose problems are
+listed together in one InvalidInput, so a caller fixes a request in one round trip:
+
+1. lone UTF-16 surrogates (`"\\ud800"` is valid JSON but not text) are named and replaced, so
+   nothing after sees them and none can reach storage;
+2. the pydantic models below check the shape: types, lengths, unknown fields, and each field's
+   own rules (addresses via email-validator, header and display-name injection, executable
+   attachments, base64);
+3. `_relations` checks what spans fields, on the document itself so that one bad field hides
+   no other problem: the sender policy, duplicate recipients, the recipient count, a body,
+   contentId and header-name clashes.
+
+Last comes the size ACS counts, the whole request with base64 and JSON (413, before the 400:
+no fix to the other problems makes such a message sendable). Field paths are JSON-pointer-like:
+`to[2].address`, `attachments[0].contentInBase64`, `headers.X-Foo`. Null is "not given".
+
+pydantic and email-validator are imported here and nowhere else: this module loads with the
+send path only, so `import function_app` (cold start) does not pay for them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from shared.core import addresses
 from shared.core.errors import InvalidInput, PayloadTooLarge, Problem, UnsupportedMediaType
+from shared.core.sending.attachment_types import (
+    ACCEPTED_CONTENT_TYPES,
+    EXECUTABLE_EXTENSIONS,
+    EXECUTABLE_TYPES,
+)
 
 INVALID_JSON_TITLE = "Request body is not valid JSON"
 INVALID_REQUEST_TITLE = "The email request is invalid"
 
-# ACS EmailMessage.attachments (2025-09-01 spec): "we limit the total size of an email request
-# (which includes both regular and inline attachments) to 10MB". We count decoded attachment
-# bytes plus subject and bodies as UTF-8.
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
-# 10 MB of attachments is ~13.4 MB of base64; anything past this cannot pass, so is not parsed.
-MAX_BODY_BYTES = 14 * 1024 * 1024
+# ACS limits the whole send request, attachments in base64 and the JSON around them included,
+# to 10 MB (shared/reference/acs-limits.md; the spec's EmailMessage.attachments says the same;
+# our ACS sandbox answers 413 past 10 * 1024 * 1024 bytes of body). That leaves about 7.5 MB of
+# attachment files. We count the body the SDK would send (see SendRequest.acs_request_bytes).
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# Our body carries the same content (plus tags and metadata, and whatever whitespace the caller
+# likes); past this it cannot be sendable, so it is not parsed.
+MAX_BODY_BYTES = 11 * 1024 * 1024
 MAX_RECIPIENTS = 50  # ACS service limit: recipients per message across To, CC and BCC
 MAX_SUBJECT_LENGTH = 998  # RFC 5322 §2.1.1: a header line is at most 998 characters
 MAX_DISPLAY_NAME_LENGTH = 256
-MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 §4.5.3.1.1
-MAX_DOMAIN_OCTETS = 255  # RFC 5321 §4.5.3.1.2
-MAX_LABEL_OCTETS = 63  # RFC 1035 §2.3.4
 MAX_ADDRESS_OCTETS = 254  # RFC 5321 §4.5.3.1.3 path (256) less the angle brackets
 MAX_ATTACHMENT_NAME_LENGTH = 255  # the common file-system name limit
 MAX_CONTENT_ID_LENGTH = 255
@@ -68,8 +100,9 @@ KNOWN_FIELDS = (
     "metadata",
     "userEngagementTrackingDisabled",
 )
-_MAILBOX_FIELDS = frozenset({"address", "displayName"})
-_ATTACHMENT_FIELDS = frozenset({"name", "contentType", "contentInBase64", "contentId"})
+_MAILBOX_FIELDS = ("address", "displayName")
+_ATTACHMENT_FIELDS = ("name", "contentType", "contentInBase64", "contentId")
+_MAILBOX_LISTS = frozenset({"to", "cc", "bcc", "replyTo"})
 
 # Headers ACS or this service set; a caller's copy would clash or spoof (lower-cased).
 RESERVED_HEADERS = frozenset(
@@ -89,123 +122,19 @@ RESERVED_HEADERS = frozenset(
 )
 RESERVED_HEADER_PREFIX = "x-ms-"  # ACS's own headers
 
-# Attachment MIME types ACS accepts, from the ACS docs page "Allowed attachment types for sending
-# email in Azure Communication Services" (learn.microsoft.com, concepts/email/
-# email-attachment-allowed-mime-types). Transcribed from that page's table as remembered: it
-# could not be re-read from this environment, so check it against the page when it changes.
-# Matching ignores case; ACS is sent the spelling below.
-ACS_ATTACHMENT_TYPES = (
-    "video/3gpp",  # .3gp
-    "video/3gpp2",  # .3g2
-    "application/x-7z-compressed",  # .7z
-    "audio/aac",  # .aac
-    "video/x-msvideo",  # .avi
-    "image/bmp",  # .bmp
-    "text/csv",  # .csv
-    "application/msword",  # .doc
-    "application/vnd.ms-word.document.macroEnabled.12",  # .docm
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",  # .docx
-    "application/vnd.ms-fontobject",  # .eot
-    "application/epub+zip",  # .epub
-    "image/gif",  # .gif
-    "application/gzip",  # .gz
-    "image/vnd.microsoft.icon",  # .ico
-    "text/calendar",  # .ics
-    "image/jpeg",  # .jpg, .jpeg
-    "application/json",  # .json
-    "audio/midi",  # .mid, .midi
-    "audio/mpeg",  # .mp3
-    "video/mp4",  # .mp4
-    "video/mpeg",  # .mpeg
-    "audio/ogg",  # .oga
-    "video/ogg",  # .ogv
-    "application/ogg",  # .ogx
-    "application/onenote",  # .one
-    "audio/opus",  # .opus
-    "font/otf",  # .otf
-    "application/pdf",  # .pdf
-    "image/png",  # .png
-    "application/vnd.ms-powerpoint.slideshow.macroEnabled.12",  # .ppsm
-    "application/vnd.openxmlformats-officedocument.presentationml.slideshow",  # .ppsx
-    "application/vnd.ms-powerpoint",  # .ppt
-    "application/vnd.ms-powerpoint.presentation.macroEnabled.12",  # .pptm
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation",  # .pptx
-    "application/vnd.ms-publisher",  # .pub
-    "application/x-rar-compressed",  # .rar
-    "application/vnd.ms-outlook",  # .rpmsg
-    "application/rtf",  # .rtf
-    "image/svg+xml",  # .svg
-    "application/x-tar",  # .tar
-    "image/tiff",  # .tif, .tiff
-    "font/ttf",  # .ttf
-    "text/plain",  # .txt
-    "application/vnd.visio",  # .vsd
-    "audio/wav",  # .wav
-    "audio/webm",  # .weba
-    "video/webm",  # .webm
-    "image/webp",  # .webp
-    "audio/x-ms-wma",  # .wma
-    "video/x-ms-wmv",  # .wmv
-    "font/woff",  # .woff
-    "font/woff2",  # .woff2
-    "application/vnd.ms-excel",  # .xls
-    "application/vnd.ms-excel.sheet.binary.macroEnabled.12",  # .xlsb
-    "application/vnd.ms-excel.sheet.macroEnabled.12",  # .xlsm
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",  # .xlsx
-    "application/zip",  # .zip
-    "application/x-zip-compressed",  # .zip as Windows labels it
-)
-_ACS_ATTACHMENT_TYPES = {t.lower(): t for t in ACS_ATTACHMENT_TYPES}
-
-# Executables get their own message (none is on the ACS list anyway): MIME types browsers and
-# Windows give programs and scripts, and the file extensions Outlook blocks as Level 1 (abridged
-# to the ones that run code when opened).
-EXECUTABLE_TYPES = frozenset(
-    {
-        "application/x-msdownload",
-        "application/x-msdos-program",
-        "application/x-ms-installer",
-        "application/x-msi",
-        "application/vnd.microsoft.portable-executable",
-        "application/x-dosexec",
-        "application/x-executable",
-        "application/x-sh",
-        "application/x-bat",
-        "application/javascript",
-        "application/x-javascript",
-        "text/javascript",
-        "text/vbscript",
-        "application/x-vbscript",
-        "application/hta",
-        "application/java-archive",
-    }
-)
-EXECUTABLE_EXTENSIONS = frozenset(
-    {
-        ".exe", ".bat", ".cmd", ".com", ".js", ".jse", ".vbs", ".vbe", ".vb", ".wsf", ".wsh",
-        ".ws", ".wsc", ".msi", ".msp", ".mst", ".scr", ".pif", ".cpl", ".ps1", ".psm1", ".hta",
-        ".jar", ".lnk", ".reg", ".dll", ".msc", ".scf", ".sct", ".application", ".gadget",
-    }
-)  # fmt: skip
-
-# RFC 5322 §3.2.3 atext; a dot-atom is atext runs joined by single dots.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
-_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
-# RFC 5322 §3.2.4 quoted-string, without the whitespace and ,;<> that are refused everywhere.
-_QUOTED_STRING = re.compile(r'"(?:[\x21\x23-\x5b\x5d-\x7e]|\\[\x21-\x7e])+"')
-_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
-_ALPHA_TLD = re.compile(r"[A-Za-z]{2,63}")
-_LABEL_SEPARATORS = re.compile("[.\u3002\uff0e\uff61]")  # the dots IDNA 2003 recognises
 # Characters that split or end a header when an address is pasted into one.
 _ADDRESS_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f-\x9f<>,;]")
-_DISPLAY_NAME_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f<>\u2028\u2029]")
-_LINE_BREAK = re.compile("[\r\n\x00]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters (C0, DEL, C1 incl. NEL) and the Unicode line and paragraph separators: in
+# a header they break lines, or terminals and mail clients act on them (ESC, VT). Header values
+# and the subject keep HTAB, which RFC 5322 §2.2.1 allows in unstructured fields.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what json.loads leaves of a lone \\udXXX escape
+_ALPHA_TLD = re.compile(r"[A-Za-z]{2,63}")
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 §3.6.8 ftext
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]+")
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:json|[!#$&^_.+\-0-9a-z]+\+json)")
 
-_Add = Callable[[str, str], None]  # records one Problem(field, message)
 _KINDS: tuple[Literal["to", "cc", "bcc"], ...] = ("to", "cc", "bcc")
 
 
@@ -238,7 +167,8 @@ class Recipient:
 
     @property
     def key(self) -> str:
-        return self.address.lower()
+        """The canonical form every comparison and store key uses (`addresses.canonical`)."""
+        return addresses.canonical(self.address)
 
     @property
     def display_address(self) -> str:
@@ -248,7 +178,7 @@ class Recipient:
 @dataclass(frozen=True, slots=True)
 class Attachment:
     name: str
-    content_type: str  # ACS's spelling from ACS_ATTACHMENT_TYPES
+    content_type: str  # ACS's spelling from attachment_types.ACS_ATTACHMENT_TYPES
     content_in_base64: str = field(repr=False)
     content_id: str | None  # set for inline attachments, referenced as cid:<content_id>
     size: int  # decoded bytes
@@ -276,6 +206,30 @@ class SendRequest:
 
     def to_acs_message(self) -> dict[str, Any]:
         """The ACS 2025-09-01 EmailMessage, as `EmailClient.begin_send(message)` takes it."""
+        return self._acs_message(with_content=True)
+
+    def acs_request_bytes(self) -> int:
+        """The size of the body the SDK sends ACS for this message, which ACS holds to 10 MB.
+
+        azure-core serializes it as `json.dumps(message)`: default separators, ASCII with
+        \\u escapes. Base64 is plain ASCII, so each attachment adds exactly its length; the
+        attachments are left out of the dump so a 10 MB message is not copied to be measured.
+        """
+        skeleton = json.dumps(self._acs_message(with_content=False))
+        return len(skeleton) + sum(len(a.content_in_base64) for a in self.attachments)
+
+    def fingerprint(self) -> str:
+        """sha256 over a canonical JSON of the whole request: equal requests, equal prints."""
+        canonical = {
+            "v": 1,
+            "message": self.to_acs_message(),
+            "tags": dict(self.tags),
+            "metadata": dict(self.metadata),
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def _acs_message(self, with_content: bool) -> dict[str, Any]:
         recipients: dict[str, Any] = {}
         for kind in _KINDS:
             listed = [
@@ -296,22 +250,11 @@ class SendRequest:
         if self.reply_to:
             message["replyTo"] = [_acs_address(m.address, m.display_name) for m in self.reply_to]
         if self.attachments:
-            message["attachments"] = [_acs_attachment(a) for a in self.attachments]
+            message["attachments"] = [_acs_attachment(a, with_content) for a in self.attachments]
         if self.headers:
             message["headers"] = dict(self.headers)
         message["userEngagementTrackingDisabled"] = self.engagement_tracking_disabled
         return message
-
-    def fingerprint(self) -> str:
-        """sha256 over a canonical JSON of the whole request: equal requests, equal prints."""
-        canonical = {
-            "v": 1,
-            "message": self.to_acs_message(),
-            "tags": dict(self.tags),
-            "metadata": dict(self.metadata),
-        }
-        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _acs_address(address: str, display_name: str | None) -> dict[str, str]:
@@ -321,19 +264,58 @@ def _acs_address(address: str, display_name: str | None) -> dict[str, str]:
     return out
 
 
-def _acs_attachment(a: Attachment) -> dict[str, str]:
-    out = {"name": a.name, "contentType": a.content_type, "contentInBase64": a.content_in_base64}
+def _acs_attachment(a: Attachment, with_content: bool) -> dict[str, str]:
+    out = {
+        "name": a.name,
+        "contentType": a.content_type,
+        "contentInBase64": a.content_in_base64 if with_content else "",
+    }
     if a.content_id is not None:
         out["contentId"] = a.content_id
     return out
+
+
+def check_after_suppression(
+    request: SendRequest, suppressed_keys: Collection[str]
+) -> list[Problem]:
+    """What ACS would refuse once the suppressed recipients are dropped, as problems.
+
+    ACS needs at least one `to` recipient: a request whose every `to` is suppressed but which
+    still has cc or bcc recipients would fail at send time, so it is refused at accept. A
+    request with no recipient left at all is not this function's business (nothing is sent).
+    `suppressed_keys` are canonical keys (`addresses.canonical`); other forms are canonicalized.
+    """
+    suppressed = {addresses.canonical(key) for key in suppressed_keys}
+    remaining = [r for r in request.recipients if r.key not in suppressed]
+    if not remaining or any(r.kind == "to" for r in remaining):
+        return []
+    return [
+        Problem(
+            "to",
+            f"every to recipient is on the suppression list, and ACS needs at least one to "
+            f"recipient; the {len(remaining)} cc/bcc recipient(s) left cannot be sent this "
+            "message alone: put one of them in to, or send without the suppressed addresses",
+        )
+    ]
+
+
+# --- entry point ------------------------------------------------------------------------------
 
 
 def parse_send_request(body: bytes, content_type: str | None, policy: SenderPolicy) -> SendRequest:
     _check_media_type(content_type)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(
-            "The request body is too large",
-            [Problem("", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")],
+            "The email is larger than ACS accepts",
+            [
+                Problem(
+                    "",
+                    f"the body is {len(body)} bytes, more than any sendable request "
+                    f"({MAX_BODY_BYTES} are read at most): ACS accepts at most "
+                    f"{MAX_REQUEST_BYTES} bytes (10 MB) per request, base64 and JSON included, "
+                    "which leaves about 7.5 MB for attachment files",
+                )
+            ],
         )
     doc = _load_json_object(body)
     return _parse_document(doc, policy)
@@ -361,17 +343,12 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
             INVALID_JSON_TITLE, [Problem("", f"not UTF-8 (byte {exc.start})")]
         ) from None
     except ValueError as exc:  # JSONDecodeError, and the hooks' complaints
-        raise InvalidInput(INVALID_JSON_TITLE, [Problem("", str(exc))]) from None
+        raise InvalidInput(INVALID_JSON_TITLE, [Problem("", _no_surrogates(str(exc)))]) from None
     except RecursionError:
         raise InvalidInput(INVALID_JSON_TITLE, [Problem("", "nested too deeply")]) from None
     if not isinstance(doc, dict):
         raise InvalidInput(
             INVALID_JSON_TITLE, [Problem("", f"expected a JSON object, got {_json_type(doc)}")]
-        )
-    if _has_lone_surrogate(doc):
-        # "\ud800" is valid JSON but not text; it would fail later when encoded as UTF-8.
-        raise InvalidInput(
-            INVALID_JSON_TITLE, [Problem("", "contains an unpaired UTF-16 surrogate escape")]
         )
     return doc
 
@@ -390,12 +367,161 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_document(doc: dict[str, Any], policy: SenderPolicy) -> SendRequest:
+    doc, problems = _replace_surrogates(doc)
+    found: list[Problem] = []
+    body: _Body | None = None
+    try:
+        body = _Body.model_validate(doc)
+    except ValidationError as exc:
+        found.extend(p for e in exc.errors(include_url=False) if (p := _problem(e)))
+    sender, related = _relations(doc, policy)
+    found.extend(related)
+    # A field with a surrogate gets that one problem, not what its U+FFFD stand-in then trips.
+    tainted = {p.field for p in problems}
+    problems.extend(p for p in found if p.field not in tainted)
+    if problems or body is None or sender is None:
+        least = _least_request_bytes(doc)
+        if least > MAX_REQUEST_BYTES:
+            raise _too_large(least, at_least=True)
+        raise InvalidInput(INVALID_REQUEST_TITLE, _capped(_unique(problems)))
+    request = _build(body, sender)
+    request_bytes = request.acs_request_bytes()
+    if request_bytes > MAX_REQUEST_BYTES:
+        raise _too_large(request_bytes, at_least=False, request=request)
+    return request
+
+
+def _build(body: _Body, sender: str) -> SendRequest:
+    recipients = tuple(
+        Recipient(m.address.address, m.displayName or None, kind, m.address.unicode_address)
+        for kind in _KINDS
+        for m in getattr(body, kind) or ()
+    )
+    reply_to = tuple(
+        Mailbox(m.address.address, m.displayName or None, m.address.unicode_address)
+        for m in body.replyTo or ()
+    )
+    attachments = tuple(
+        Attachment(
+            a.name, a.contentType, a.contentInBase64.text, a.contentId, a.contentInBase64.size
+        )
+        for a in body.attachments or ()
+    )
+    assert body.subject is not None  # required: its absence is a problem raised before
+    texts = (body.subject, body.plainText, body.html)
+    size = sum(a.size for a in attachments) + sum(len(t.encode()) for t in texts if t)
+    return SendRequest(
+        sender=sender,
+        recipients=recipients,
+        reply_to=reply_to,
+        subject=body.subject,
+        plain_text=body.plainText or None,
+        html=body.html or None,
+        attachments=attachments,
+        headers=MappingProxyType(dict(body.headers or {})),
+        tags=MappingProxyType(dict(body.tags or {})),
+        metadata=MappingProxyType(dict(body.metadata or {})),
+        engagement_tracking_disabled=bool(body.userEngagementTrackingDisabled),
+        size=size,
+    )
+
+
+def _too_large(
+    request_bytes: int, at_least: bool, request: SendRequest | None = None
+) -> PayloadTooLarge:
+    what = f"at least {request_bytes}" if at_least else f"{request_bytes}"
+    files = ""
+    if request is not None and request.attachments:
+        encoded = sum(len(a.content_in_base64) for a in request.attachments)
+        decoded = sum(a.size for a in request.attachments)
+        files = f", of which {encoded} are attachments in base64 ({decoded} bytes of files)"
+    return PayloadTooLarge(
+        "The email is larger than ACS accepts",
+        [
+            Problem(
+                "",
+                f"the request to ACS would be {what} bytes{files}; ACS accepts at most "
+                f"{MAX_REQUEST_BYTES} bytes (10 MB) per request, base64 and JSON included, "
+                "which leaves about 7.5 MB for attachment files",
+            )
+        ],
+    )
+
+
+def _least_request_bytes(doc: Mapping[str, Any]) -> int:
+    """A lower bound of the ACS request size, from a document that did not validate."""
+    total = 0
+    for key in ("subject", "plainText", "html"):
+        if isinstance(doc.get(key), str):
+            total += len(json.dumps(doc[key]))
+    for item in _items(doc.get("attachments")):
+        content = item.get("contentInBase64")
+        if isinstance(content, str):
+            total += len(content)
+    return total
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], Problem("", f"{more} more problems not listed")]
+
+
+# --- pass 1: lone surrogates ------------------------------------------------------------------
+
+
+def _replace_surrogates(doc: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """The document with every lone surrogate replaced by U+FFFD, and a problem for each field.
+
+    Only as deep as the request's shape goes (top level, list or map, item object, its
+    fields): anything deeper sits inside a value of the wrong type, which is refused anyway.
+    """
+    problems: list[Problem] = []
+
+    def clean(value: Any, where: str, depth: int) -> Any:
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                problems.append(Problem(where, _SURROGATE_MESSAGE))
+                return _SURROGATE.sub("\ufffd", value)
+            return value
+        if depth >= 3:
+            return value
+        if isinstance(value, list):
+            return [clean(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                safe_key = _SURROGATE.sub("\ufffd", key)
+                path = _join(where, safe_key)
+                if safe_key != key:
+                    problems.append(Problem(path, f"the key {_SURROGATE_MESSAGE}"))
+                out[safe_key] = clean(item, path, depth + 1)
+            return out
+        return value
+
+    if not _has_lone_surrogate(doc):  # the usual case: one cheap walk, nothing rebuilt
+        return doc, problems
+    cleaned: dict[str, Any] = clean(doc, "", 0)
+    return cleaned, problems
+
+
+_SURROGATE_MESSAGE = (
+    "contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not text"
+)
+
+
 def _has_lone_surrogate(doc: Any) -> bool:
     stack = [doc]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if not item.isascii() and any("\ud800" <= c <= "\udfff" for c in item):
+            if not item.isascii() and _SURROGATE.search(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -405,15 +531,523 @@ def _has_lone_surrogate(doc: Any) -> bool:
     return False
 
 
-def _required_string(value: object, where: str, add: _Add) -> str | None:
-    """The value if it is a string; otherwise None, with the problem recorded."""
-    if value is None:
-        add(where, "is required")
-        return None
+def _no_surrogates(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
+# --- pass 2: the shape, as pydantic models ----------------------------------------------------
+
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class _Bad(ValueError):
+    """One field's problem, in our words; becomes a pydantic error at that field's path."""
+
+
+def _field_rule(check: Callable[[_In], _Out]) -> Callable[[_In], _Out]:
+    """Run `check`, turning its _Bad into a pydantic error that keeps our message verbatim."""
+
+    def run(value: _In) -> _Out:
+        try:
+            return check(value)
+        except _Bad as exc:
+            raise PydanticCustomError("problem", "{message}", {"message": str(exc)}) from None
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    """A valid address: `address` with an A-label domain, `unicode_address` as given if other."""
+
+    address: str
+    unicode_address: str | None
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            _field_rule(_parse_address), core_schema.str_schema(strict=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Base64:
+    text: str
+    size: int  # decoded bytes
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            _field_rule(_decode_base64), core_schema.str_schema(strict=True)
+        )
+
+
+def _parse_address(value: str) -> _Address:
+    if len(value) > MAX_ADDRESS_OCTETS:  # never a valid address: not worth a cache slot
+        raise _Bad(f"is {len(value)} characters long; at most {MAX_ADDRESS_OCTETS} (RFC 5321)")
+    checked = _checked_address(value)
+    if isinstance(checked, str):
+        raise _Bad(checked)
+    return checked
+
+
+# The model and `_relations` both look at each address, senders and recipients repeat across
+# requests, and an IDN address costs email-validator ~0.5 ms (the idna package is pure Python).
+@functools.lru_cache(maxsize=1024)
+def _checked_address(value: str) -> _Address | str:
+    """The address, or why not: syntax and IDN by email-validator (no DNS), with our own
+    refusals first and in our words."""
+    try:
+        return _check_address(value)
+    except _Bad as exc:
+        return str(exc)
+
+
+def _check_address(value: str) -> _Address:
+    if not value:
+        raise _Bad("must not be empty")
+    if value.startswith('"') and '"@' in value:
+        # RFC 5321 allows "john doe"@example.com; ACS refuses it at send time.
+        raise _Bad('a quoted part before @ (as in "john doe"@example.com) is refused by ACS')
+    if _ADDRESS_FORBIDDEN.search(value):
+        raise _Bad("must not contain whitespace, control characters, '<', '>', ',' or ';'")
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        raise _Bad("must look like local-part@domain")
+    if domain.startswith("["):
+        raise _Bad("address literals such as [192.0.2.1] are not accepted; use a domain name")
+    if not local.isascii():
+        raise _Bad("the part before @ must be ASCII (SMTPUTF8 local parts are not supported)")
+    try:
+        # test_environment: lets `.test` domains through (RFC 6761; our ACS sandbox's simulator
+        # addresses); localhost, .local, .invalid, .onion and .arpa stay refused.
+        checked = validate_email(
+            value,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            test_environment=True,
+            strict=True,  # RFC 5321 §4.5.3.1.1: at most 64 octets before the @
+        )
+    except EmailNotValidError as exc:
+        raise _Bad(str(exc)) from None
+    ascii_domain = domain if domain.isascii() else checked.ascii_domain
+    tld = ascii_domain.rpartition(".")[2]
+    if not (_ALPHA_TLD.fullmatch(tld) or tld[:4].lower() == "xn--"):
+        raise _Bad(f"the top-level domain {tld!r} must be letters (or an xn-- name)")
+    address = f"{local}@{ascii_domain}"
+    if len(address) > MAX_ADDRESS_OCTETS:
+        raise _Bad(f"is {len(address)} octets long; at most {MAX_ADDRESS_OCTETS} (RFC 5321)")
+    return _Address(address, value if address != value else None)
+
+
+def _try_address(value: object) -> _Address | None:
     if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
         return None
+    try:
+        return _parse_address(value)
+    except _Bad:
+        return None
+
+
+def _decode_base64(value: str) -> _Base64:
+    if not value:
+        raise _Bad("must not be empty")
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+        raise _Bad(
+            "must be standard base64 (A-Z a-z 0-9 + / with = padding), "
+            "without line breaks or spaces"
+        ) from None
+    return _Base64(value, size)
+
+
+def _display_name(value: str) -> str:
+    if re.search("[\x00-\x1f\x7f-\x9f<>\u2028\u2029]", value):
+        raise _Bad("must not contain line breaks, control characters, '<' or '>'")
     return value
+
+
+def _subject(value: str) -> str:
+    if not value.strip():
+        raise _Bad("must not be empty")
+    if _HEADER_CONTROL.search(value):
+        raise _Bad(_HEADER_CONTROL_MESSAGE)
+    return value
+
+
+def _header_value(value: str) -> str:
+    if _HEADER_CONTROL.search(value):
+        raise _Bad(_HEADER_CONTROL_MESSAGE)
+    return value
+
+
+_HEADER_CONTROL_MESSAGE = (
+    "must not contain line breaks, control characters (NUL, VT, ESC, DEL, ...) "
+    "or the Unicode line and paragraph separators U+2028/U+2029"
+)
+
+
+def _header_name(name: str) -> str:
+    lower = name.lower()
+    if not _HEADER_NAME.fullmatch(name):
+        raise _Bad("is not a header field name: printable ASCII without spaces or ':'")
+    if lower in RESERVED_HEADERS:
+        raise _Bad("is set by ACS or this service and cannot be given")
+    if lower.startswith(RESERVED_HEADER_PREFIX):
+        raise _Bad("the x-ms- prefix is reserved for ACS's own headers")
+    return name
+
+
+def _sender_username(value: str) -> str:
+    if "@" in value:
+        raise _Bad("give only the part before @ (the domain is SENDER_DOMAIN)")
+    return value
+
+
+def _attachment_name(value: str) -> str:
+    problems = []
+    if not value.strip() or value in {".", ".."}:
+        problems.append("must be a file name")
+    if "/" in value or "\\" in value:
+        problems.append("must be a bare file name, without / or \\")
+    if _CONTROL.search(value):
+        problems.append("must not contain control characters")
+    # Windows drops trailing dots and spaces, so "run.exe. " opens as run.exe.
+    stem, dot, extension = value.rstrip(". ").rpartition(".")
+    if dot and stem and f".{extension.lower()}" in EXECUTABLE_EXTENSIONS:
+        problems.append(f"executable files (.{extension.lower()}) are not accepted")
+    if problems:
+        raise _Bad("; ".join(problems))
+    return value
+
+
+def _content_type(value: str) -> str:
+    media_type = value.lower()
+    if ";" in media_type:
+        raise _Bad("give the bare MIME type, without parameters")
+    if media_type in EXECUTABLE_TYPES:
+        raise _Bad(f"{_echo(value)!r} is executable content, which is not accepted")
+    canonical = ACCEPTED_CONTENT_TYPES.get(media_type)
+    if canonical is None:
+        raise _Bad(
+            f"{_echo(value)!r} is not an attachment type ACS accepts "
+            "(see ACS's allowed attachment types: pdf, images, Office documents, ...)"
+        )
+    return canonical
+
+
+def _content_id(value: str) -> str:
+    if len(value) > MAX_CONTENT_ID_LENGTH or not _CONTENT_ID.fullmatch(value):
+        raise _Bad(
+            f"must be 1-{MAX_CONTENT_ID_LENGTH} letters, digits and !#$%&'*+-/=?^_`{{|}}~.@ "
+            "(referenced from the html as cid:<contentId>, without < >)"
+        )
+    return value
+
+
+_DisplayName = Annotated[
+    str, Field(max_length=MAX_DISPLAY_NAME_LENGTH), AfterValidator(_field_rule(_display_name))
+]
+_Subject = Annotated[
+    str, Field(max_length=MAX_SUBJECT_LENGTH), AfterValidator(_field_rule(_subject))
+]
+_HeaderName = Annotated[str, AfterValidator(_field_rule(_header_name))]
+_HeaderValue = Annotated[str, AfterValidator(_field_rule(_header_value))]
+_Username = Annotated[str, Field(min_length=1), AfterValidator(_field_rule(_sender_username))]
+_AttachmentName = Annotated[
+    str, Field(max_length=MAX_ATTACHMENT_NAME_LENGTH), AfterValidator(_field_rule(_attachment_name))
+]
+_ContentType = Annotated[str, AfterValidator(_field_rule(_content_type))]
+_ContentId = Annotated[str, AfterValidator(_field_rule(_content_id))]
+_TagKey = Annotated[str, Field(min_length=1, max_length=MAX_TAG_KEY_LENGTH)]
+_MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
+
+
+def _nulls_absent(data: Any) -> Any:
+    """Null is "not given": drop null members so a missing required field says so."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if v is not None}
+    return data
+
+
+class _Model(BaseModel):
+    # strict: JSON types as they are (no "1" → 1, no 0 → False); forbid: a typo is a problem.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _nulls_absent(data)
+
+
+class _MailboxIn(_Model):
+    address: _Address
+    displayName: _DisplayName | None = None
+
+
+class _AttachmentIn(_Model):
+    name: _AttachmentName
+    contentType: _ContentType
+    contentInBase64: _Base64
+    contentId: _ContentId | None = None
+
+
+# The recipient lists are capped one by one at the total: a longer list stops there (so a
+# hostile one costs nothing) and `_relations` reports the total across to, cc and bcc.
+_Mailboxes = Annotated[list[_MailboxIn], Field(max_length=MAX_RECIPIENTS)]
+
+
+class _Body(_Model):
+    senderAddress: _Address | None = None
+    senderUsername: _Username | None = None
+    to: Annotated[list[_MailboxIn], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+    cc: _Mailboxes | None = None
+    bcc: _Mailboxes | None = None
+    replyTo: _Mailboxes | None = None
+    subject: _Subject
+    plainText: str | None = None
+    html: str | None = None
+    attachments: list[_AttachmentIn] | None = None
+    headers: Annotated[dict[_HeaderName, _HeaderValue], Field(max_length=MAX_HEADERS)] | None = None
+    tags: (
+        Annotated[
+            dict[_TagKey, Annotated[str, Field(max_length=MAX_TAG_VALUE_LENGTH)]],
+            Field(max_length=MAX_TAGS),
+        ]
+        | None
+    ) = None
+    metadata: (
+        Annotated[
+            dict[_MetadataKey, Annotated[str, Field(max_length=MAX_METADATA_VALUE_LENGTH)]],
+            Field(max_length=MAX_METADATA),
+        ]
+        | None
+    ) = None
+    userEngagementTrackingDisabled: bool | None = None
+
+
+# --- pydantic's errors in our words, at our paths ---------------------------------------------
+
+
+def _problem(error: Mapping[str, Any]) -> Problem | None:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    is_key = len(loc) >= 3 and loc[-1] == "[key]"  # a map key's own error: (map, key, "[key]")
+    if is_key:
+        loc = loc[:-1]
+    where = _path(loc)
+    kind = error["type"]
+    value: Any = error.get("input")
+    ctx = error.get("ctx") or {}
+    top = loc[0] if loc else ""
+    if kind == "problem":
+        return Problem(where, str(ctx.get("message") or error["msg"]))
+    if kind == "missing":
+        if loc == ("to",):
+            return Problem(where, "is required: an array of at least one recipient")
+        return Problem(where, "is required")
+    if kind == "extra_forbidden":
+        return Problem(where, _unknown_field(loc))
+    if kind in _EXPECTED:
+        return Problem(where, f"must be {_expected(kind, loc)}, not {_json_type(value)}")
+    if kind == "string_too_long":
+        if is_key:
+            return Problem(where, f"keys are at most {ctx['max_length']} characters")
+        return Problem(where, f"is {len(value)} characters; at most {ctx['max_length']}")
+    if kind == "string_too_short":
+        return Problem(where, "keys must not be empty" if is_key else "must not be empty")
+    if kind == "too_short" and top in _MAILBOX_LISTS:
+        return Problem(where, "must list at least one recipient")
+    if kind == "too_long":
+        if top in _KINDS:
+            return None  # `_relations` reports the total across to, cc and bcc
+        return Problem(where, f"at most {ctx['max_length']} entries; got {len(value)}")
+    return Problem(where, str(error["msg"]))  # a check we did not word: pydantic's own text
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _expected(kind: str, loc: tuple[str | int, ...]) -> str:
+    top = loc[0] if loc else ""
+    if kind == "list_type":
+        if top in _MAILBOX_LISTS:
+            return "an array of {address, displayName} objects"
+        return "an array of attachment objects"
+    if kind in {"model_type", "model_attributes_type"}:
+        return (
+            "an {address, displayName} object" if top in _MAILBOX_LISTS else "an attachment object"
+        )
+    if kind == "dict_type":
+        if top == "headers":
+            return "an object of header name to string"
+        return "an object of string to string"
+    return _EXPECTED[kind]
+
+
+def _unknown_field(loc: tuple[str | int, ...]) -> str:
+    name = str(loc[-1])
+    if len(loc) == 1:
+        known: tuple[str, ...] = KNOWN_FIELDS
+        expected = ""
+    else:
+        known = _MAILBOX_FIELDS if loc[0] in _MAILBOX_LISTS else _ATTACHMENT_FIELDS
+        expected = "; expected " + ", ".join(known[:-1]) + " and " + known[-1]
+    guess = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return "unknown field" + hint + expected
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    where = ""
+    for part in loc:
+        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, part)
+    return where
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{_echo(key)}" if where else _echo(key)
+
+
+# --- pass 3: what spans fields, on the document ------------------------------------------------
+
+
+def _relations(doc: Mapping[str, Any], policy: SenderPolicy) -> tuple[str | None, list[Problem]]:
+    """The sender, and the problems no single field shows.
+
+    Reads the document, not the model, so it runs whatever else is wrong; it looks only at
+    values that are valid on their own (anything else already has its problem).
+    """
+    problems: list[Problem] = []
+
+    def add(where: str, message: str) -> None:
+        problems.append(Problem(where, message))
+
+    sender = _resolve_sender(doc, policy, add)
+
+    total = sum(len(doc[kind]) for kind in _KINDS if isinstance(doc.get(kind), list))
+    if total > MAX_RECIPIENTS:
+        add("recipients", f"at most {MAX_RECIPIENTS} recipients across to, cc and bcc; got {total}")
+    else:
+        seen: dict[str, str] = {}
+        for kind in _KINDS:
+            for i, item in enumerate(_items(doc.get(kind))):
+                parsed = _try_address(item.get("address"))
+                if parsed is None:
+                    continue
+                where = f"{kind}[{i}]"
+                key = addresses.canonical(parsed.address)
+                if key in seen:
+                    add(
+                        f"{where}.address",
+                        f"duplicates {seen[key]}: an address may appear once across to, cc and bcc",
+                    )
+                else:
+                    seen[key] = where
+
+    plain, html = doc.get("plainText"), doc.get("html")
+    wrong_type = any(v is not None and not isinstance(v, str) for v in (plain, html))
+    if not wrong_type and not any(isinstance(v, str) and v.strip() for v in (plain, html)):
+        add("plainText", "give plainText or html; at least one must be non-empty")
+
+    content_ids: dict[str, str] = {}
+    for i, item in enumerate(_items(doc.get("attachments"))):
+        content_id = item.get("contentId")
+        if isinstance(content_id, str) and content_id:
+            first = content_ids.setdefault(content_id.lower(), f"attachments[{i}]")
+            if first != f"attachments[{i}]":
+                add(f"attachments[{i}].contentId", f"duplicates {first}.contentId")
+
+    headers = doc.get("headers")
+    if isinstance(headers, dict) and len(headers) <= MAX_HEADERS:
+        names: dict[str, str] = {}
+        for name in headers:
+            if _HEADER_NAME.fullmatch(name):
+                first_name = names.setdefault(name.lower(), name)
+                if first_name != name:
+                    add(
+                        _join("headers", name),
+                        f"repeats the header {_echo(first_name)!r} (header names ignore case)",
+                    )
+    return sender, problems
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    """The objects of a list member; other entries (already refused) are skipped."""
+    if not isinstance(value, list):
+        return []
+    return [item if isinstance(item, dict) else {} for item in value]
+
+
+def _resolve_sender(
+    doc: Mapping[str, Any], policy: SenderPolicy, add: Callable[[str, str], None]
+) -> str | None:
+    given_address = doc.get("senderAddress")
+    username = doc.get("senderUsername")
+    if given_address is not None and username is not None:
+        add("senderUsername", "give senderAddress or senderUsername, not both")
+        return None
+    if given_address is not None:
+        parsed = _try_address(given_address)
+        if parsed is None:
+            return None  # the model says why
+        sender = parsed.address
+    elif username is not None:
+        if not isinstance(username, str) or not username or "@" in username:
+            return None  # the model says why
+        if not policy.sender_domain:
+            add("senderUsername", "no SENDER_DOMAIN is configured; give senderAddress instead")
+            return None
+        try:
+            sender = _parse_address(f"{username}@{policy.sender_domain}").address
+        except _Bad as exc:
+            add("senderUsername", f"{username}@{policy.sender_domain} is not valid: {exc}")
+            return None
+    else:
+        if not policy.default_sender:
+            add("senderAddress", "no sender given and no DEFAULT_SENDER configured")
+            return None
+        # The operator's own default is always allowed, allow-list or not.
+        default = _try_address(policy.default_sender)
+        return default.address if default else policy.default_sender
+    if not _sender_allowed(sender, policy):
+        add("senderAddress", f"{sender} is not an allowed sender")
+    return sender
+
+
+def _sender_allowed(sender: str, policy: SenderPolicy) -> bool:
+    key = addresses.canonical(sender)
+    domain = key.rpartition("@")[2]
+    if policy.default_sender and key == addresses.canonical(policy.default_sender):
+        return True
+    if not policy.allowlist:
+        return bool(policy.sender_domain) and domain == addresses.canonical_domain(
+            policy.sender_domain or ""
+        )
+    for entry in policy.allowlist:
+        allowed = addresses.canonical(entry)  # an address, or "@domain" for any sender there
+        if key == allowed or (allowed.startswith("@") and domain == allowed[1:]):
+            return True
+    return False
+
+
+# --- small helpers ----------------------------------------------------------------------------
 
 
 def _json_type(value: object) -> str:
@@ -432,512 +1066,3 @@ def _json_type(value: object) -> str:
 
 def _echo(key: str) -> str:
     return key if len(key) <= _MAX_ECHOED_KEY else key[:_MAX_ECHOED_KEY] + "…"
-
-
-def _parse_document(doc: dict[str, Any], policy: SenderPolicy) -> SendRequest:
-    problems: list[Problem] = []
-
-    def add(where: str, message: str) -> None:
-        problems.append(Problem(where, message))
-
-    for key in doc:
-        if key not in KNOWN_FIELDS:
-            guess = difflib.get_close_matches(key, KNOWN_FIELDS, n=1)
-            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-            add(_echo(key), "unknown field" + hint)
-
-    sender = _resolve_sender(doc, policy, add)
-    recipients = _recipients(doc, add)
-    reply_to = tuple(
-        Mailbox(address, display_name, unicode_address)
-        for _, address, display_name, unicode_address in _mailboxes(doc, "replyTo", add)
-    )
-    subject = _subject(doc.get("subject"), add)
-    plain_text = _optional_string(doc, "plainText", add)
-    html = _optional_string(doc, "html", add)
-    has_body = bool((plain_text and plain_text.strip()) or (html and html.strip()))
-    if not has_body and not _wrong_type(doc, "plainText") and not _wrong_type(doc, "html"):
-        add("plainText", "give plainText or html; at least one must be non-empty")
-    attachments, attachment_bytes = _attachments(doc.get("attachments"), add)
-    headers = _headers(doc.get("headers"), add)
-    tags = _string_map(
-        doc.get("tags"), "tags", MAX_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH, add
-    )
-    metadata = _string_map(
-        doc.get("metadata"),
-        "metadata",
-        MAX_METADATA,
-        MAX_METADATA_KEY_LENGTH,
-        MAX_METADATA_VALUE_LENGTH,
-        add,
-    )
-    tracking_disabled = doc.get("userEngagementTrackingDisabled")
-    if tracking_disabled is not None and not isinstance(tracking_disabled, bool):
-        add(
-            "userEngagementTrackingDisabled",
-            f"must be a boolean, not {_json_type(tracking_disabled)}",
-        )
-
-    size = attachment_bytes + sum(
-        len(text.encode("utf-8")) for text in (subject, plain_text, html) if text
-    )
-    if size > MAX_MESSAGE_BYTES:
-        # Before the 400: no fix to the other problems makes this message sendable.
-        raise PayloadTooLarge(
-            "The email is larger than ACS accepts",
-            [
-                Problem(
-                    "",
-                    f"the message is {size} bytes (attachments decoded, plus subject and "
-                    f"bodies); ACS accepts at most {MAX_MESSAGE_BYTES} (10 MB)",
-                )
-            ],
-        )
-    if problems:
-        if len(problems) > MAX_PROBLEMS:
-            more = len(problems) - MAX_PROBLEMS
-            problems = [*problems[:MAX_PROBLEMS], Problem("", f"{more} more problems not listed")]
-        raise InvalidInput(INVALID_REQUEST_TITLE, problems)
-    assert sender is not None  # a None came with a problem
-    assert subject is not None
-    return SendRequest(
-        sender=sender,
-        recipients=recipients,
-        reply_to=reply_to,
-        subject=subject,
-        plain_text=plain_text or None,
-        html=html or None,
-        attachments=tuple(attachments),
-        headers=MappingProxyType(headers),
-        tags=MappingProxyType(tags),
-        metadata=MappingProxyType(metadata),
-        engagement_tracking_disabled=bool(tracking_disabled),
-        size=size,
-    )
-
-
-def _resolve_sender(doc: dict[str, Any], policy: SenderPolicy, add: _Add) -> str | None:
-    given_address = doc.get("senderAddress")
-    username = doc.get("senderUsername")
-    if given_address is not None and username is not None:
-        add("senderUsername", "give senderAddress or senderUsername, not both")
-        return None
-    if given_address is not None:
-        parsed = _address(given_address, "senderAddress", add)
-        if parsed is None:
-            return None
-        sender = parsed[0]
-    elif username is not None:
-        if not isinstance(username, str):
-            add("senderUsername", f"must be a string, not {_json_type(username)}")
-            return None
-        if not username:
-            add("senderUsername", "must not be empty")
-            return None
-        if "@" in username:
-            add("senderUsername", "give only the part before @ (the domain is SENDER_DOMAIN)")
-            return None
-        if not policy.sender_domain:
-            add("senderUsername", "no SENDER_DOMAIN is configured; give senderAddress instead")
-            return None
-        parsed = _address(f"{username}@{policy.sender_domain}", "senderUsername", add)
-        if parsed is None:
-            return None
-        sender = parsed[0]
-    else:
-        if not policy.default_sender:
-            add("senderAddress", "no sender given and no DEFAULT_SENDER configured")
-            return None
-        parsed = _address(policy.default_sender, "senderAddress", lambda _w, _m: None)
-        # The operator's own default is always allowed, allow-list or not.
-        return parsed[0] if parsed else policy.default_sender
-    if not _sender_allowed(sender, policy):
-        add("senderAddress", f"{sender} is not an allowed sender")
-    return sender
-
-
-def _sender_allowed(sender: str, policy: SenderPolicy) -> bool:
-    key = sender.lower()
-    domain = key.rpartition("@")[2]
-    if policy.default_sender and key == _policy_form(policy.default_sender):
-        return True
-    if not policy.allowlist:
-        return bool(policy.sender_domain) and domain == _policy_form(policy.sender_domain or "")
-    for entry in policy.allowlist:
-        allowed = _policy_form(entry)
-        if key == allowed or (allowed.startswith("@") and domain == allowed[1:]):
-            return True
-    return False
-
-
-def _policy_form(value: str) -> str:
-    """A configured address, `@domain` or domain, lower-cased with the domain as A-labels."""
-    local, at, domain = value.strip().rpartition("@")
-    with contextlib.suppress(UnicodeError):  # an invalid domain then matches no caller's sender
-        domain = domain.encode("idna").decode("ascii")
-    return (local + at + domain).lower()
-
-
-def _recipients(doc: dict[str, Any], add: _Add) -> tuple[Recipient, ...]:
-    raw_to = doc.get("to")
-    if raw_to is None:
-        add("to", "is required: an array of at least one recipient")
-    elif isinstance(raw_to, list) and not raw_to:
-        add("to", "must list at least one recipient")
-    parsed = {kind: _mailboxes(doc, kind, add) for kind in _KINDS}
-    total = sum(len(doc[kind]) for kind in _KINDS if isinstance(doc.get(kind), list))
-    if total > MAX_RECIPIENTS:
-        add("recipients", f"at most {MAX_RECIPIENTS} recipients across to, cc and bcc; got {total}")
-    seen: dict[str, str] = {}
-    out: list[Recipient] = []
-    for kind in _KINDS:
-        for where, address, display_name, unicode_address in parsed[kind]:
-            recipient = Recipient(address, display_name, kind, unicode_address)
-            if recipient.key in seen:
-                add(
-                    f"{where}.address",
-                    f"duplicates {seen[recipient.key]}: an address may appear once across "
-                    "to, cc and bcc",
-                )
-            else:
-                seen[recipient.key] = where
-            out.append(recipient)
-    return tuple(out)
-
-
-def _mailboxes(
-    doc: dict[str, Any], key: str, add: _Add
-) -> list[tuple[str, str, str | None, str | None]]:
-    """(field, address, display name, unicode address) for each valid entry of `doc[key]`."""
-    raw = doc.get(key)
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        add(key, f"must be an array of {{address, displayName}} objects, not {_json_type(raw)}")
-        return []
-    out: list[tuple[str, str, str | None, str | None]] = []
-    for i, item in enumerate(raw):
-        where = f"{key}[{i}]"
-        if not isinstance(item, dict):
-            add(where, f"must be an {{address, displayName}} object, not {_json_type(item)}")
-            continue
-        for extra in item:
-            if extra not in _MAILBOX_FIELDS:
-                add(f"{where}.{_echo(extra)}", "unknown field; expected address and displayName")
-        parsed = _address(item.get("address"), f"{where}.address", add)
-        display_name = _display_name(item.get("displayName"), f"{where}.displayName", add)
-        if parsed is not None:
-            out.append((where, parsed[0], display_name, parsed[1]))
-    return out
-
-
-def _address(value: object, where: str, add: _Add) -> tuple[str, str | None] | None:
-    """(address with an A-label domain, the address as given if that differs), or None."""
-    value = _required_string(value, where, add)
-    if value is None:
-        return None
-    if not value:
-        add(where, "must not be empty")
-        return None
-    if _ADDRESS_FORBIDDEN.search(value):
-        add(where, "must not contain whitespace, control characters, '<', '>', ',' or ';'")
-        return None
-    local, at, domain = value.rpartition("@")
-    if not at or not local or not domain:
-        add(where, "must look like local-part@domain")
-        return None
-    local_ok = _check_local_part(local, where, add)
-    ascii_domain = _ascii_domain(domain, where, add)
-    if not local_ok or ascii_domain is None:
-        return None
-    address = f"{local}@{ascii_domain}"
-    if len(address) > MAX_ADDRESS_OCTETS:
-        add(where, f"is {len(address)} octets long; at most {MAX_ADDRESS_OCTETS} (RFC 5321)")
-        return None
-    return address, (value if ascii_domain != domain else None)
-
-
-def _check_local_part(local: str, where: str, add: _Add) -> bool:
-    if not local.isascii():
-        add(where, "the part before @ must be ASCII (SMTPUTF8 local parts are not supported)")
-        return False
-    if len(local) > MAX_LOCAL_PART_OCTETS:
-        add(
-            where,
-            f"the part before @ is {len(local)} octets; at most {MAX_LOCAL_PART_OCTETS} (RFC 5321)",
-        )
-        return False
-    if not (_DOT_ATOM.fullmatch(local) or _QUOTED_STRING.fullmatch(local)):
-        add(
-            where,
-            "the part before @ must be letters, digits and !#$%&'*+-/=?^_`{|}~ with single "
-            'inner dots, or a "quoted string"',
-        )
-        return False
-    return True
-
-
-def _ascii_domain(domain: str, where: str, add: _Add) -> str | None:
-    """The domain in A-label (punycode) form, or None after saying what is wrong with it."""
-    if domain.startswith("["):
-        add(where, "address literals such as [192.0.2.1] are not accepted; use a domain name")
-        return None
-    labels = _LABEL_SEPARATORS.split(domain)
-    if len(labels) < 2:
-        add(where, "the domain needs at least one dot, as in example.com")
-        return None
-    ascii_labels: list[str] = []
-    for label in labels:
-        if not label:
-            add(where, "the domain has an empty label (a leading, trailing or doubled dot)")
-            return None
-        if label.isascii():
-            ascii_label = label
-            if label[:4].lower() == "xn--":
-                try:
-                    label.encode("ascii").decode("idna")
-                except UnicodeError:
-                    add(where, f"the domain label {_echo(label)!r} is not valid punycode")
-                    return None
-        else:
-            try:
-                ascii_label = label.encode("idna").decode("ascii")  # IDNA 2003 ToASCII
-            except UnicodeError:
-                add(where, f"the domain label {_echo(label)!r} is not a valid international name")
-                return None
-        if len(ascii_label) > MAX_LABEL_OCTETS:
-            add(where, f"a domain label is longer than {MAX_LABEL_OCTETS} characters")
-            return None
-        if not _LDH_LABEL.fullmatch(ascii_label):
-            add(
-                where,
-                f"the domain label {_echo(ascii_label)!r} may hold only letters, digits and "
-                "hyphens, not at its start or end",
-            )
-            return None
-        ascii_labels.append(ascii_label)
-    tld = ascii_labels[-1]
-    if not (_ALPHA_TLD.fullmatch(tld) or tld[:4].lower() == "xn--"):
-        add(where, f"the top-level domain {tld!r} must be letters (or an xn-- name)")
-        return None
-    ascii_domain = ".".join(ascii_labels)
-    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
-        add(where, f"the domain is longer than {MAX_DOMAIN_OCTETS} octets (RFC 5321)")
-        return None
-    return ascii_domain
-
-
-def _display_name(value: object, where: str, add: _Add) -> str | None:
-    value = _string_or_none(value, where, add)
-    if value is None:
-        return None
-    if len(value) > MAX_DISPLAY_NAME_LENGTH:
-        add(where, f"is {len(value)} characters; at most {MAX_DISPLAY_NAME_LENGTH}")
-    if _DISPLAY_NAME_FORBIDDEN.search(value):
-        add(where, "must not contain line breaks, control characters, '<' or '>'")
-    return value or None
-
-
-def _subject(value: object, add: _Add) -> str | None:
-    value = _required_string(value, "subject", add)
-    if value is None:
-        return None
-    ok = True
-    if not value.strip():
-        add("subject", "must not be empty")
-        ok = False
-    if len(value) > MAX_SUBJECT_LENGTH:
-        add("subject", f"is {len(value)} characters; at most {MAX_SUBJECT_LENGTH}")
-        ok = False
-    if _LINE_BREAK.search(value):
-        add("subject", "must not contain line breaks or NUL")
-        ok = False
-    return value if ok else None
-
-
-def _optional_string(doc: dict[str, Any], key: str, add: _Add) -> str | None:
-    return _string_or_none(doc.get(key), key, add)
-
-
-def _string_or_none(value: object, where: str, add: _Add) -> str | None:
-    """The value if it is a string; None when absent, or (with the problem recorded) not one."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        add(where, f"must be a string, not {_json_type(value)}")
-        return None
-    return value
-
-
-def _wrong_type(doc: dict[str, Any], key: str) -> bool:
-    return doc.get(key) is not None and not isinstance(doc.get(key), str)
-
-
-def _attachments(raw: object, add: _Add) -> tuple[list[Attachment], int]:
-    """The valid attachments, and the decoded size of every attachment whose content is valid."""
-    if raw is None:
-        return [], 0
-    if not isinstance(raw, list):
-        add("attachments", f"must be an array of attachment objects, not {_json_type(raw)}")
-        return [], 0
-    out: list[Attachment] = []
-    total = 0
-    content_ids: dict[str, str] = {}
-    for i, item in enumerate(raw):
-        where = f"attachments[{i}]"
-        if not isinstance(item, dict):
-            add(where, f"must be an attachment object, not {_json_type(item)}")
-            continue
-        for extra in item:
-            if extra not in _ATTACHMENT_FIELDS:
-                add(
-                    f"{where}.{_echo(extra)}",
-                    "unknown field; expected name, contentType, contentInBase64 and contentId",
-                )
-        name = _attachment_name(item.get("name"), f"{where}.name", add)
-        content_type = _attachment_type(item.get("contentType"), f"{where}.contentType", add)
-        content = item.get("contentInBase64")
-        size = _decoded_size(content, f"{where}.contentInBase64", add)
-        content_id = _content_id(item.get("contentId"), f"{where}.contentId", add)
-        if content_id is not None:
-            first = content_ids.setdefault(content_id.lower(), where)
-            if first != where:
-                add(f"{where}.contentId", f"duplicates {first}.contentId")
-        if size is not None:
-            total += size
-        if name is not None and content_type is not None and size is not None:
-            assert isinstance(content, str)
-            out.append(Attachment(name, content_type, content, content_id, size))
-    return out, total
-
-
-def _attachment_name(value: object, where: str, add: _Add) -> str | None:
-    value = _required_string(value, where, add)
-    if value is None:
-        return None
-    ok = True
-    if not value.strip() or value in {".", ".."}:
-        add(where, "must be a file name")
-        ok = False
-    if len(value) > MAX_ATTACHMENT_NAME_LENGTH:
-        add(where, f"is {len(value)} characters; at most {MAX_ATTACHMENT_NAME_LENGTH}")
-        ok = False
-    if "/" in value or "\\" in value:
-        add(where, "must be a bare file name, without / or \\")
-        ok = False
-    if _CONTROL.search(value):
-        add(where, "must not contain control characters")
-        ok = False
-    # Windows drops trailing dots and spaces, so "run.exe. " opens as run.exe.
-    stem, dot, extension = value.rstrip(". ").rpartition(".")
-    if dot and stem and f".{extension.lower()}" in EXECUTABLE_EXTENSIONS:
-        add(where, f"executable files (.{extension.lower()}) are not accepted")
-        ok = False
-    return value if ok else None
-
-
-def _attachment_type(value: object, where: str, add: _Add) -> str | None:
-    value = _required_string(value, where, add)
-    if value is None:
-        return None
-    media_type = value.lower()
-    if ";" in media_type:
-        add(where, "give the bare MIME type, without parameters")
-        return None
-    if media_type in EXECUTABLE_TYPES:
-        add(where, f"{_echo(value)!r} is executable content, which is not accepted")
-        return None
-    canonical = _ACS_ATTACHMENT_TYPES.get(media_type)
-    if canonical is None:
-        add(where, f"{_echo(value)!r} is not an attachment type ACS accepts")
-    return canonical
-
-
-def _decoded_size(value: object, where: str, add: _Add) -> int | None:
-    value = _required_string(value, where, add)
-    if value is None:
-        return None
-    if not value:
-        add(where, "must not be empty")
-        return None
-    try:
-        return len(base64.b64decode(value, validate=True))
-    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
-        add(
-            where,
-            "must be standard base64 (A-Z a-z 0-9 + / with = padding), "
-            "without line breaks or spaces",
-        )
-        return None
-
-
-def _content_id(value: object, where: str, add: _Add) -> str | None:
-    value = _string_or_none(value, where, add)
-    if value is None:
-        return None
-    if len(value) > MAX_CONTENT_ID_LENGTH or not _CONTENT_ID.fullmatch(value):
-        add(
-            where,
-            f"must be 1-{MAX_CONTENT_ID_LENGTH} letters, digits and !#$%&'*+-/=?^_`{{|}}~.@ "
-            "(referenced from the html as cid:<contentId>, without < >)",
-        )
-        return None
-    return value
-
-
-def _headers(raw: object, add: _Add) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        add("headers", f"must be an object of header name to string, not {_json_type(raw)}")
-        return {}
-    if len(raw) > MAX_HEADERS:
-        add("headers", f"at most {MAX_HEADERS} custom headers; got {len(raw)}")
-    out: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    for name, value in raw.items():
-        where = f"headers.{_echo(name)}"
-        lower = name.lower()
-        if not _HEADER_NAME.fullmatch(name):
-            add(where, "is not a header field name: printable ASCII without spaces or ':'")
-        elif lower in RESERVED_HEADERS:
-            add(where, "is set by ACS or this service and cannot be given")
-        elif lower.startswith(RESERVED_HEADER_PREFIX):
-            add(where, "the x-ms- prefix is reserved for ACS's own headers")
-        elif lower in seen:
-            add(where, f"repeats the header {_echo(seen[lower])!r} (header names ignore case)")
-        else:
-            seen[lower] = name
-        if not isinstance(value, str):
-            add(where, f"must be a string, not {_json_type(value)}")
-        elif _LINE_BREAK.search(value):
-            add(where, "must not contain line breaks or NUL")
-        else:
-            out[name] = value
-    return out
-
-
-def _string_map(
-    raw: object, key: str, max_entries: int, max_key: int, max_value: int, add: _Add
-) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        add(key, f"must be an object of string to string, not {_json_type(raw)}")
-        return {}
-    if len(raw) > max_entries:
-        add(key, f"at most {max_entries} entries; got {len(raw)}")
-    out: dict[str, str] = {}
-    for name, value in raw.items():
-        where = f"{key}.{_echo(name)}"
-        if not name:
-            add(where, "keys must not be empty")
-        elif len(name) > max_key:
-            add(where, f"keys are at most {max_key} characters")
-        if not isinstance(value, str):
-            add(where, f"must be a string, not {_json_type(value)}")
-        elif len(value) > max_value:
-            add(where, f"is {len(value)} characters; at most {max_value}")
-        else:
-            out[name] = value
-    return out
