@@ -7,7 +7,7 @@ AZURITE := node_modules/.bin/azurite
 # The console's browser tests drive Debian's Chromium (Playwright's own download fails here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: test check fmt lint types pytest run demo bench clean deps screenshots
+.PHONY: test check fmt lint types pytest run demo bench clean deps screenshots fuzz
 
 deps: $(VENV)/.stamp $(AZURITE)
 
@@ -32,6 +32,11 @@ test: deps $(CHROMIUM)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The schema fuzzer with a larger budget: FUZZ_EXAMPLES generated requests per operation (250
+# each, over 3,000 in all, besides the hostile corpus); `make test` runs 30 each.
+fuzz: deps
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-250} $(PY) -m pytest -q -p no:cacheprovider -o timeout=3600 tests/test_fuzz.py
 
 fmt: $(VENV)/.stamp
 	$(PY) -m ruff format .

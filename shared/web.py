@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import azure.functions as func
 
-from shared.core.errors import InvalidInput, Problem, Transient
+from shared.core.errors import InvalidInput, Problem, ProblemType, Transient
 from shared.core.replies import Document, Reply
 
 log = logging.getLogger(__name__)
@@ -23,13 +25,31 @@ log = logging.getLogger(__name__)
 PROBLEM_BASE = (
     "https://github.com/acs-email-insights/acs-email-insights/blob/main/docs/problems.md#"
 )
+# What each part of a URI may hold unescaped besides letters, digits and `-._~` (RFC 3986 §3.2,
+# §3.3): userinfo allows sub-delims and ":", a host name sub-delims, a path sub-delims, ":", "@"
+# and "/". "%" is kept only where it starts a valid escape.
+_USERINFO_SAFE = "!$&'()*+,;=:%"
+_HOST_SAFE = "!$&'()*+,;=%"
+_PATH_SAFE = "!$&'()*+,;=:@/%"
+_SCHEME_AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)(?://([^/]*))?")
+_IP_LITERAL = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str never text; escaped, valid JSON
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def json_text(body: Any, separators: tuple[str, str] = (",", ":")) -> str:
+    """JSON that always encodes as UTF-8: a lone surrogate (valid in a JSON string as an escape,
+    and stored that way by Table Storage, but not text) is written back as its `\\uXXXX`
+    escape instead of failing the whole answer when the host encodes it."""
+    text = json.dumps(body, ensure_ascii=False, separators=separators)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        json_text(body),
         status_code=status,
         headers=dict(headers or {}),
         mimetype="application/json",
@@ -40,7 +60,7 @@ def json_response(
 def problem_response(
     status: int,
     title: str,
-    slug: str,
+    slug: ProblemType,
     instance: str | None = None,
     problems: list[Problem] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -52,7 +72,7 @@ def problem_response(
     if instance:
         body["instance"] = instance
     return func.HttpResponse(
-        json.dumps(body, ensure_ascii=False),
+        json_text(body, (", ", ": ")),
         status_code=status,
         headers=dict(headers or {}),
         mimetype="application/problem+json",
@@ -60,10 +80,43 @@ def problem_response(
     )
 
 
+def problem_instance(url: str) -> str | None:
+    """The request URL as a problem's `instance`: never its query string (it can hold the
+    function key), and percent-encoded into a valid URI (RFC 3986) whatever the path holds.
+
+    Hosts hand the URL over decoded (our stand-in, from the ASGI path) or encoded (Azure), so an
+    existing `%XX` escape is kept and only a stray `%`, spaces, controls, non-ASCII, `#` and
+    other characters a URI cannot hold there are escaped. The query is cut at the first `?`: a
+    decoded `?` from the path can shorten the path, never let the query in. Lone surrogates are
+    escaped as their (ill-formed) UTF-8 bytes rather than raising.
+    """
+    text = url.split("?", 1)[0]
+    if not text:
+        return None
+    head = _SCHEME_AUTHORITY.match(text)
+    if head is None:  # a bare path; its first segment cannot hold ":" (RFC 3986 §4.2)
+        first, slash, rest = text.partition("/")
+        return _escape(first, _HOST_SAFE) + slash + _escape(rest, _PATH_SAFE)
+    path = _escape(text[head.end() :], _PATH_SAFE)
+    if head[2] is None:
+        return head[1] + path
+    userinfo, at, hostport = head[2].rpartition("@")
+    host, colon, port = hostport.rpartition(":")
+    if not colon or not port.isdecimal() or (host.startswith("[") and not host.endswith("]")):
+        host, colon, port = hostport, "", ""  # no port, or a colon that is not a port's
+    host = host if _IP_LITERAL.match(host) else _escape(host, _HOST_SAFE)
+    userinfo = _escape(userinfo, _USERINFO_SAFE) + at
+    return f"{head[1]}//{userinfo}{host}{colon}{port}{path}"
+
+
+def _escape(text: str, safe: str) -> str:
+    return quote(_STRAY_PERCENT.sub("%25", text), safe=safe, errors="surrogatepass")
+
+
 def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> func.HttpResponse:
     """Run one use-case call and answer with its JSON (a `Reply` sets its own status and
     headers; a `Document` is sent as it is), or with the problem its error maps to."""
-    instance = req.url.split("?", 1)[0] if req.url else None
+    instance = problem_instance(req.url or "")
     try:
         result = call()
     except InvalidInput as exc:
@@ -71,12 +124,12 @@ def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> 
     except Transient as exc:
         log.warning("transient failure serving %s: %s", instance, exc)
         return problem_response(
-            503, "Storage or ACS is unavailable; retry shortly", "unavailable", instance,
+            503, "Storage or ACS is unavailable; retry shortly", ProblemType.UNAVAILABLE, instance,
             headers={"Retry-After": "5"},
         )  # fmt: skip
     except Exception:
         log.exception("unhandled error serving %s", instance)
-        return problem_response(500, "Internal error", "internal", instance)
+        return problem_response(500, "Internal error", ProblemType.INTERNAL, instance)
     if isinstance(result, Reply) and isinstance(result.body, str):  # text (CSV) as it is
         return func.HttpResponse(
             result.body, status_code=result.status, headers=dict(result.headers)

@@ -13,11 +13,26 @@
                             (Event Grid redelivers, the queue makes the message visible again)
 
 Anything else is a bug: it propagates (and is retried) rather than being swallowed.
+Over HTTP each answer names its `ProblemType`; docs/problems.md has one section per member.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ProblemType(StrEnum):
+    """The `type` of a problem+json answer: the anchor of its section in docs/problems.md."""
+
+    INVALID_REQUEST = "invalid-request"  # 400: fix the fields named in `errors`; never retry as is
+    UNAUTHORIZED = "unauthorized"  # 401: sent by the Functions host (empty body), not by the app
+    NOT_FOUND = "not-found"  # 404: from the app (problem body) or the host (unknown route, empty)
+    PAYLOAD_TOO_LARGE = "payload-too-large"  # 413: body or email over the size limit
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"  # 415: not application/json in UTF-8
+    CONFLICT = "conflict"  # 422: clashes with stored state (suppressed, Idempotency-Key reuse)
+    INTERNAL = "internal"  # 500: a bug or a misconfigured app; details only in the log
+    UNAVAILABLE = "unavailable"  # 503: storage or ACS trouble; retry after Retry-After
 
 
 class AppError(Exception):
@@ -39,7 +54,7 @@ class InvalidInput(AppError):
     title: str
     problems: list[Problem] = field(default_factory=list)
     status: int = 400
-    type_slug: str = "invalid-request"
+    type_slug: ProblemType = ProblemType.INVALID_REQUEST
 
     def __post_init__(self) -> None:
         super().__init__(self.title)
@@ -47,24 +62,29 @@ class InvalidInput(AppError):
 
 class NotFound(InvalidInput):
     def __init__(self, title: str) -> None:
-        super().__init__(title=title, status=404, type_slug="not-found")
+        super().__init__(title=title, status=404, type_slug=ProblemType.NOT_FOUND)
 
 
 class Conflict(InvalidInput):
     def __init__(self, title: str, problems: list[Problem] | None = None) -> None:
-        super().__init__(title=title, problems=problems or [], status=422, type_slug="conflict")
+        super().__init__(
+            title=title, problems=problems or [], status=422, type_slug=ProblemType.CONFLICT
+        )
 
 
 class PayloadTooLarge(InvalidInput):
     def __init__(self, title: str, problems: list[Problem] | None = None) -> None:
         super().__init__(
-            title=title, problems=problems or [], status=413, type_slug="payload-too-large"
+            title=title,
+            problems=problems or [],
+            status=413,
+            type_slug=ProblemType.PAYLOAD_TOO_LARGE,
         )
 
 
 class UnsupportedMediaType(InvalidInput):
     def __init__(self, title: str) -> None:
-        super().__init__(title=title, status=415, type_slug="unsupported-media-type")
+        super().__init__(title=title, status=415, type_slug=ProblemType.UNSUPPORTED_MEDIA_TYPE)
 
 
 class MalformedEvent(AppError):

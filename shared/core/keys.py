@@ -15,6 +15,10 @@ import re
 from shared.core.addresses import canonical
 
 SEPARATOR = "|"
+# PartitionKey and RowKey hold at most 1 KiB each, counted in UTF-16 (Table Storage limits;
+# Azurite refuses a 513-unit key with 400 InvalidInput): a long address full of escaped
+# characters outgrows a key although it is within the 320 characters an address may have.
+MAX_KEY_BYTES = 1024
 _UNSAFE = re.compile(r"[%|/\\#?\x00-\x1f\x7f-\x9f]")
 
 # Row keys inside a message partition (PartitionKey = message key):
@@ -35,6 +39,11 @@ def encode(value: str) -> str:
 
 def decode(value: str) -> str:
     return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def fits(key: str) -> bool:
+    """Whether `key` is short enough to be a PartitionKey or RowKey."""
+    return len(key.encode("utf-16-le", "surrogatepass")) <= MAX_KEY_BYTES
 
 
 def address_key(address: str) -> str:
