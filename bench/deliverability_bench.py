@@ -57,6 +57,7 @@ def run() -> list[Figure]:
     try:
         settings = {
             "AzureWebJobsStorage": azurite.connection_string,
+            "ADDRESS_HASH_KEY": "bench-address-hash-key-not-a-secret-0123456789",
             "EMAIL_STORAGE_CONNECTION_STRING": "",
             "TABLE_PREFIX": PREFIX,
         }
