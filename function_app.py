@@ -168,6 +168,24 @@ def publish_pending_outcome_events(timer: func.TimerRequest) -> None:
     wiring.outcome_feed().publish_pending()
 
 
+# --- Privacy: retention and erasure ------------------------------------------------------
+
+
+@app.route(route="recipients/{address}", methods=["DELETE"])
+def erase_recipient(req: func.HttpRequest) -> func.HttpResponse:
+    address, body, kind = (
+        req.route_params["address"],
+        req.get_body(),
+        req.headers.get("content-type"),
+    )
+    return web.reply(req, lambda: wiring.privacy().erase(address, body, kind))
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
+def purge_expired_data(timer: func.TimerRequest) -> None:
+    wiring.privacy().purge()
+
+
 # --- Health (anonymous) ---------------------------------------------------------------------
 
 

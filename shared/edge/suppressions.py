@@ -8,7 +8,10 @@ Table `<p>Suppressions`, PartitionKey = address key (lower-cased, key-safe):
 - RowKey `streak`: the address's recent soft bounces.
 - RowKey `a|<newest-first time>|<id>`: one audit row per change (who, why, from what event).
 Table `<p>SuppressionsByDomain`: PartitionKey = recipient domain, one row per address.
-Checking a send's recipients is one point read per recipient, in parallel.
+An erased address (`DELETE /api/recipients/{address}`) that was suppressed stays suppressed as a
+tombstone: PartitionKey `~<keyed hash>`, RowKey `state`, no address in it (`core.privacy`).
+Checking a send's recipients is two point reads per recipient (state row and tombstone), all in
+parallel: one more request each, no added round trip.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, wait
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,9 +27,10 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.core import keys
+from shared.core import keys, privacy
 from shared.core.addresses import canonical, canonical_domain
 from shared.core.errors import Transient
+from shared.core.state import iso
 from shared.core.suppression import (
     STATE_ROW,
     STREAK_ROW,
@@ -35,6 +39,7 @@ from shared.core.suppression import (
     as_suppression,
     decide,
     domain_listing_row,
+    effective,
     is_active,
     merge_streak,
 )
@@ -42,6 +47,7 @@ from shared.edge.tables import (
     FANOUT,
     MAX_CONFLICT_RETRIES,
     backoff,
+    delete_entities,
     etag_of,
     put_entity,
     read_entity,
@@ -51,9 +57,12 @@ from shared.edge.tables import (
 
 
 class SuppressionList:
-    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+    def __init__(
+        self, service: TableServiceClient, prefix: str = "Email", hash_key: bytes | None = None
+    ) -> None:
         self.table = service.get_table_client(f"{prefix}Suppressions")
         self.by_domain = service.get_table_client(f"{prefix}SuppressionsByDomain")
+        self.hash_key = hash_key  # ADDRESS_HASH_KEY: tombstones are looked up by keyed hash
 
     def create_table(self) -> None:
         for table in (self.table, self.by_domain):
@@ -71,29 +80,57 @@ class SuppressionList:
             page = [dict(e) for e in next(pages, [])]
             return page, pages.continuation_token  # type: ignore[attr-defined]
 
-    def get(self, address: str) -> dict[str, Any] | None:
+    def _state(self, address: str) -> dict[str, Any] | None:
         entity = read_entity(self.table, keys.address_key(address), STATE_ROW)
         return None if entity is None else {**entity, "_etag": etag_of(entity)}
+
+    def _tombstone_key(self, address: str) -> str | None:
+        if self.hash_key is None:
+            return None
+        return privacy.erased_key(privacy.erasure_hash(address, self.hash_key))
+
+    def tombstone(self, address: str) -> dict[str, Any] | None:
+        pk = self._tombstone_key(address)
+        entity = None if pk is None else read_entity(self.table, pk, STATE_ROW)
+        return None if entity is None else dict(entity)
+
+    def get(self, address: str) -> dict[str, Any] | None:
+        """The row that decides for `address`: its state row, or its erasure tombstone."""
+        state = self._state(address)
+        row = effective(state, self.tombstone(address), datetime.now(UTC))
+        return None if row is None else dict(row)
 
     def active_for(
         self, addresses: Iterable[str], pool: Executor | None = None
     ) -> dict[str, Suppression]:
         """The currently suppressed ones among `addresses`, keyed by lower-cased address.
 
-        Several addresses are read in parallel on `pool` (default: the shared FANOUT; never
-        call this from one of its own tasks); one is read inline.
+        Each address's state row and tombstone are read at once: the first read inline, the
+        rest in parallel on `pool` (default: the shared FANOUT; never call this from one of
+        its own tasks).
         """
         unique = sorted({canonical(a) for a in addresses})
         now = datetime.now(UTC)
-        if len(unique) <= 1:
-            rows = [self.get(a) for a in unique]
-        else:
-            rows = list((pool or FANOUT).map(self.get, unique))
-        return {
-            address: as_suppression(address, row)
-            for address, row in zip(unique, rows, strict=True)
-            if row is not None and is_active(row, now)
-        }
+        reads = [(self._state, a) for a in unique]
+        if self.hash_key is not None:
+            reads += [(self.tombstone, a) for a in unique]
+        if not reads:
+            return {}
+        (read, first), rest = reads[0], reads[1:]
+        futures = [(pool or FANOUT).submit(fn, a) for fn, a in rest]
+        try:
+            results = [read(first)]
+        finally:
+            wait(futures)
+        results += [f.result() for f in futures]
+        states = results[: len(unique)]
+        tombstones = results[len(unique) :] or [None] * len(unique)
+        found = {}
+        for address, state, tomb in zip(unique, states, tombstones, strict=True):
+            row = effective(state, tomb, now)
+            if row is not None and is_active(row, now):
+                found[address] = as_suppression(address, row)
+        return found
 
     def apply(self, address: str, change: Change) -> tuple[bool, dict[str, Any] | None]:
         """Apply a change under ETag concurrency; returns (state changed, new state row)."""
@@ -101,7 +138,7 @@ class SuppressionList:
         # operator changes are always new.
         unique = keys.encode(change.origin) if not change.operator else uuid.uuid4().hex
         for attempt in range(MAX_CONFLICT_RETRIES):
-            current = self.get(address)
+            current = self._state(address)
             decision = decide(current, address, change, datetime.now(UTC), unique)
             if decision is None:
                 return False, current
@@ -152,3 +189,49 @@ class SuppressionList:
                 results_per_page=limit,
             )
             return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def erase(self, address: str, forms: list[str], now: datetime) -> tuple[int, bool]:
+        """Remove every row naming the address (state, streak, audit trail, domain listing);
+        when it is suppressed, keep that as a tombstone under its keyed hash, written first, so
+        no moment exists in which the address is neither. Returns (rows deleted, tombstone)."""
+        pk = self._tombstone_key(address)
+        if pk is None:
+            raise RuntimeError("erasure needs ADDRESS_HASH_KEY (SuppressionList(hash_key=...))")
+        state, tomb = self._state(address), self.tombstone(address)
+        deciding = effective(state, tomb, now)
+        keep = deciding is not None and is_active(deciding, now)
+        if keep and deciding is not tomb:
+            assert deciding is not None
+            kept = {
+                "PartitionKey": pk,
+                "RowKey": STATE_ROW,
+                "active": True,
+                "reason": privacy.redact(deciding.get("reason"), forms),
+                "origin": privacy.redact(deciding.get("origin"), forms),
+                "firstSeen": deciding.get("firstSeen"),
+                "lastSeen": deciding.get("lastSeen"),
+                "hits": deciding.get("hits"),
+                "expiresAt": deciding.get("expiresAt"),
+                "erasedAt": iso(now),
+            }
+            with storage_errors():
+                self.table.upsert_entity(
+                    {k: v for k, v in kept.items() if v is not None}, mode=UpdateMode.REPLACE
+                )
+        elif not keep and tomb is not None:  # re-enabled by an operator since: no tombstone
+            delete_entities(self.table, [(pk, STATE_ROW)])
+        own = keys.address_key(address)
+        with storage_errors():
+            rows = [
+                (own, str(r["RowKey"]))
+                for r in self.table.query_entities(
+                    f"PartitionKey eq '{own.replace(chr(39), chr(39) * 2)}'", select=["RowKey"]
+                )
+            ]
+        deleted = delete_entities(self.table, rows)
+        domain = keys.encode(canonical_domain(canonical(address).rpartition("@")[2]))
+        if read_entity(self.by_domain, domain, own) is not None:
+            deleted += delete_entities(self.by_domain, [(domain, own)])
+        return deleted, keep
