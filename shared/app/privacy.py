@@ -97,9 +97,7 @@ class Privacy:
             self.store.refile_expiry(entry, privacy.day_of(changed))
             done["messagesKept"] += 1
             return done
-        summary: Mapping[str, Any] = (
-            next((r for r in rows if r["RowKey"] == keys.MESSAGE_ROW), None) or {}
-        )
+        summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
         index = [
             (rk[2:], str(r["indexRk"]))
             for r in rows
@@ -209,8 +207,8 @@ class Privacy:
         if summary.get("idempotencyKey"):
             row = self.outbox.idempotency_row(str(summary["idempotencyKey"]))
             if row is not None and mentions(row.get("response"), forms):
-                redacted = {**row, "response": redact(row.get("response"), forms)}
-                if self.outbox.replace_idempotency_row(redacted):
+                redacted = str(redact(row.get("response"), forms))
+                if self.outbox.replace_idempotency_response(row, redacted):
                     done["idempotency"] += 1
         return done
 

@@ -127,9 +127,10 @@ class Outbox:
     def idempotency_row(self, key_hash: str) -> Any:
         return read_entity(self.idempotency, key_hash, "k")
 
-    def replace_idempotency_row(self, row: Mapping[str, Any]) -> bool:
-        """Rewrite the row under its ETag; False when it changed (or went) in between."""
-        entity = {k: v for k, v in row.items() if v is not None}
+    def replace_idempotency_response(self, row: Any, response: str) -> bool:
+        """Rewrite the stored answer of the row just read, under its ETag; False when the row
+        changed (or went) in between."""
+        entity = {**{k: v for k, v in row.items() if v is not None}, "response": response}
         return put_entity(self.idempotency, entity, etag_of(row))
 
     def delete_idempotency_row(self, row: Any) -> None:
