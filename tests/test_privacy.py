@@ -110,7 +110,9 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     record_event(delivery_event(foreign, KEEP, "Delivered"))
     record_event(engagement_event(foreign, KEEP))
     record_event({"id": "bad", "eventType": "Microsoft.Communication.EmailDeliveryReportReceived"})
-    assert table(env, "Quarantine") and table(env, "Alerts") and table(env, "OutcomeEvents")
+    assert table(env, "Quarantine")
+    assert table(env, "Alerts")
+    assert table(env, "OutcomeEvents")
     assert len(table(env, "Expiry")) == 2  # one entry per message, not per recipient
     before = {name: len(rows) for name, rows in all_rows(env).items() if rows}
 
@@ -123,7 +125,9 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     assert done["messages"] == 2
     assert done["idempotency"] == 1
     assert done["recipientIndex"] == 3
-    assert done["alerts"] >= 1 and done["quarantine"] == 1 and done["outcomeEvents"] >= 1
+    assert done["alerts"] >= 1
+    assert done["quarantine"] == 1
+    assert done["outcomeEvents"] >= 1
     for name in ("Messages", "RecipientIndex", "Expiry", "Idempotency", "Quarantine", "Alerts"):
         assert table(env, name) == [], name
     assert table(env, "OutcomeEvents") == []
@@ -132,7 +136,8 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     assert table(env, "Suppressions")
     # A second run finds nothing left.
     again = services.privacy().purge(now + timedelta(days=92))
-    assert again.get("messages", 0) == 0 and again["alerts"] == 0
+    assert again.get("messages", 0) == 0
+    assert again["alerts"] == 0
 
 
 def test_purge_is_bounded_per_run_and_continues_next_run(
@@ -143,7 +148,8 @@ def test_purge_is_bounded_per_run_and_continues_next_run(
         record_event(delivery_event(str(uuid.uuid4()), KEEP, "Delivered"))
     later = datetime.now(UTC) + timedelta(days=100)
     assert [services.privacy().purge(later).get("messages", 0) for _ in range(4)] == [2, 2, 1, 0]
-    assert table(env, "Messages") == [] and table(env, "RecipientIndex") == []
+    assert table(env, "Messages") == []
+    assert table(env, "RecipientIndex") == []
 
 
 def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[str, str]) -> None:
@@ -155,7 +161,8 @@ def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[s
     store.drop_expiry(entry)
     store.note_expiry(message_id, long_ago)  # filed 200 days ago, yet its rows are new
     done = services.privacy().purge()
-    assert done.get("messagesKept") == 1 and done.get("messages", 0) == 0
+    assert done.get("messagesKept") == 1
+    assert done.get("messages", 0) == 0
     assert services.message_store().message_rows(message_id)
     (moved,) = table(env, "Expiry")
     assert moved["PartitionKey"].startswith(privacy.day_of(datetime.now(UTC)))
@@ -166,7 +173,8 @@ def test_outcome_events_are_found_by_day_without_reading_the_records(env: dict[s
     rows = table(env, "OutcomeEvents")
     days = [r for r in rows if r["RowKey"].startswith("d|")]
     records = [r for r in rows if r["RowKey"].startswith("e|")]
-    assert days and len(days) == len(records)
+    assert days
+    assert len(days) == len(records)
     assert all(d["RowKey"].startswith(f"d|{privacy.day_of(datetime.now(UTC))}|") for d in days)
 
 
@@ -197,8 +205,11 @@ def test_erasure_removes_the_address_everywhere_and_keeps_outcomes_by_hash(
     assert erased["quarantine"] == 1
     assert erased["messageRows"] >= 4  # two status rows, an engagement row, a marker row
     assert erased["suppressions"] >= 3  # state, audit trail, domain listing
-    assert erased["alerts"] >= 1 and erased["idempotency"] == 1 and erased["payloads"] == 1
-    assert body["thisRequest"] == erased and body["requests"] == 1
+    assert erased["alerts"] >= 1
+    assert erased["idempotency"] == 1
+    assert erased["payloads"] == 1
+    assert body["thisRequest"] == erased
+    assert body["requests"] == 1
 
     # Nowhere in any table, in any spelling (the outcome events hold only the hash).
     assert mentioning(env, GONE) == []
@@ -207,9 +218,11 @@ def test_erasure_removes_the_address_everywhere_and_keeps_outcomes_by_hash(
     view = services.lookups().message(sent)
     by_address = {r["address"]: r for r in view["recipients"]}
     erased_view = by_address[privacy.erased_key(hashed)]
-    assert erased_view["status"] == "bounced" and erased_view["reason"] == "userunknown"
+    assert erased_view["status"] == "bounced"
+    assert erased_view["reason"] == "userunknown"
     assert "[erased]" in erased_view["statusMessage"]
-    assert erased_view["engagement"]["opens"] == 1 and erased_view["timeline"]
+    assert erased_view["engagement"]["opens"] == 1
+    assert erased_view["timeline"]
     assert by_address[KEEP]["status"] == "accepted"
     assert services.lookups().recipient_history(GONE, {})["emails"] == []
     # The payload not yet sent no longer has the recipient; the other is still sent to.
@@ -217,7 +230,8 @@ def test_erasure_removes_the_address_everywhere_and_keeps_outcomes_by_hash(
     assert [r["address"] for r in payload["recipients"]["to"]] == [KEEP]
     # Audited by hash: operator and reason, the address redacted from the reason.
     (audit,) = services.erasure_log().audit(hashed)
-    assert audit["operator"] == "alice" and audit["reason"] == "ticket 4711 from [erased]"
+    assert audit["operator"] == "alice"
+    assert audit["reason"] == "ticket 4711 from [erased]"
 
 
 def test_an_erased_suppressed_address_stays_suppressed(env: dict[str, str]) -> None:
@@ -246,7 +260,8 @@ def test_an_erased_suppressed_address_stays_suppressed(env: dict[str, str]) -> N
 def test_an_address_not_suppressed_gets_no_tombstone(env: dict[str, str]) -> None:
     record_event(delivery_event(str(uuid.uuid4()), GONE, "Delivered"))
     status, body = erase(GONE)
-    assert status == 200 and body["stillSuppressed"] is False
+    assert status == 200
+    assert body["stillSuppressed"] is False
     assert services.suppression_list().get(GONE) is None
 
 
@@ -255,7 +270,8 @@ def test_a_repeat_answers_the_same_counts_and_finds_what_came_since(env: dict[st
     first = erase(GONE)[1]
     second = erase(GONE)[1]
     assert second["erased"] == first["erased"]
-    assert second["thisRequest"] == {} and second["requests"] == 2
+    assert second["thisRequest"] == {}
+    assert second["requests"] == 2
     record_event(delivery_event(str(uuid.uuid4()), GONE, "Delivered"))  # a late report
     third = erase(GONE)[1]
     assert third["thisRequest"]["recipientIndex"] == 1
@@ -266,7 +282,8 @@ def test_a_repeat_answers_the_same_counts_and_finds_what_came_since(env: dict[st
 def test_idn_spellings_erase_one_mailbox(env: dict[str, str]) -> None:
     record_event(delivery_event(str(uuid.uuid4()), "user@xn--bcher-kva.example", "Bounced"))
     status, body = erase("User@bücher.example")
-    assert status == 200 and body["erased"]["recipientIndex"] == 1
+    assert status == 200
+    assert body["erased"]["recipientIndex"] == 1
     assert mentioning(env, "user@xn--bcher-kva.example") == []
     assert services.suppression_list().active_for(["user@bücher.example"])
     same = privacy.erasure_hash("USER@xn--bcher-kva.example", TEST_HASH_KEY.encode())
@@ -298,7 +315,8 @@ def test_hostile_input_is_a_clear_4xx(
 ) -> None:
     got, problem = erase(address, body, content_type)
     assert got == status, problem
-    assert problem["status"] == status and problem["title"]
+    assert problem["status"] == status
+    assert problem["title"]
     if field:
         assert field in [e["field"] for e in problem["errors"]]
     assert table(env, "Erasures") == []  # nothing was done, nothing audited
