@@ -67,6 +67,7 @@ from shared.core.state import (
     fact_from_report,
     index_may_be_missing,
     iso,
+    parse_iso,
     timeline_entry,
 )
 from shared.core.status import SendState, Status, claimed_by_another
@@ -239,7 +240,7 @@ class MessageStore:
             if new_row is not None and new_row.get("indexRk") != old_rk:
                 # A recipient first seen (or moved in its history): its index row and the
                 # message's expiry entry go out together, so retention adds no round trip.
-                first_seen = datetime.now(UTC) if current is None else None
+                first_seen = _first_seen(new_row) if current is None else None
                 run_together(
                     [
                         (self.write_index, (addr, message_id, new_row)),
@@ -299,7 +300,13 @@ class MessageStore:
         # The row is committed before the index entry: a crash between the two is healed by
         # the redelivery of the event that placed the message, and only that one re-writes.
         if current is not None and index_may_be_missing(current, fact):
-            self.write_index(addr, message_id, current)
+            first_seen = _first_seen(current)
+            run_together(
+                [
+                    (self.write_index, (addr, message_id, current)),
+                    (self.note_expiry, (message_id, first_seen)),
+                ]
+            )
         return Recorded(duplicate=True, changed=False, row=current, previous=current)
 
     def record_engagement(self, report: EngagementReport) -> Recorded:
@@ -650,6 +657,11 @@ class MessageStore:
         }
         with storage_errors():
             self.index.upsert_entity(clean(entity), mode=UpdateMode.MERGE)
+
+
+def _first_seen(row: Mapping[str, Any]) -> datetime:
+    """When the recipient was first seen (its place in the history), for the expiry entry."""
+    return parse_iso(row.get("indexAt")) or datetime.now(UTC)
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -10,8 +10,8 @@ Table `<p>Suppressions`, PartitionKey = address key (lower-cased, key-safe):
 Table `<p>SuppressionsByDomain`: PartitionKey = recipient domain, one row per address.
 An erased address (`DELETE /api/recipients/{address}`) that was suppressed stays suppressed as a
 tombstone: PartitionKey `~<keyed hash>`, RowKey `state`, no address in it (`core.privacy`).
-Checking a send's recipients is two point reads per recipient (state row and tombstone), all in
-parallel: one more request each, no added round trip.
+Checking a send's recipients is two point reads per recipient (state row and tombstone), all at
+once: one more request each, no added round trip.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Executor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +54,11 @@ from shared.edge.tables import (
     storage_errors,
     write_op,
 )
+
+# Tombstone reads run here, beside the state row read of the same address, so `get` costs one
+# round trip. A pool of its own: `get` runs on FANOUT tasks (active_for), and a FANOUT task must
+# never wait on another FANOUT task; tasks here wait on nothing, so no wait can deadlock.
+TOMBSTONE_READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tombstone-io")
 
 
 class SuppressionList:
@@ -95,9 +100,15 @@ class SuppressionList:
         return None if entity is None else dict(entity)
 
     def get(self, address: str) -> dict[str, Any] | None:
-        """The row that decides for `address`: its state row, or its erasure tombstone."""
-        state = self._state(address)
-        row = effective(state, self.tombstone(address), datetime.now(UTC))
+        """The row that decides for `address`: its state row, or its erasure tombstone. The
+        two are read at once (the tombstone on TOMBSTONE_READS): one round trip."""
+        tomb = None if self.hash_key is None else TOMBSTONE_READS.submit(self.tombstone, address)
+        try:
+            state = self._state(address)
+        finally:
+            if tomb is not None:
+                wait([tomb])
+        row = effective(state, None if tomb is None else tomb.result(), datetime.now(UTC))
         return None if row is None else dict(row)
 
     def active_for(
@@ -105,32 +116,20 @@ class SuppressionList:
     ) -> dict[str, Suppression]:
         """The currently suppressed ones among `addresses`, keyed by lower-cased address.
 
-        Each address's state row and tombstone are read at once: the first read inline, the
-        rest in parallel on `pool` (default: the shared FANOUT; never call this from one of
-        its own tasks).
+        Several addresses are read in parallel on `pool` (default: the shared FANOUT; never
+        call this from one of its own tasks); one is read inline.
         """
         unique = sorted({canonical(a) for a in addresses})
         now = datetime.now(UTC)
-        reads = [(self._state, a) for a in unique]
-        if self.hash_key is not None:
-            reads += [(self.tombstone, a) for a in unique]
-        if not reads:
-            return {}
-        (read, first), rest = reads[0], reads[1:]
-        futures = [(pool or FANOUT).submit(fn, a) for fn, a in rest]
-        try:
-            results = [read(first)]
-        finally:
-            wait(futures)
-        results += [f.result() for f in futures]
-        states = results[: len(unique)]
-        tombstones = results[len(unique) :] or [None] * len(unique)
-        found = {}
-        for address, state, tomb in zip(unique, states, tombstones, strict=True):
-            row = effective(state, tomb, now)
-            if row is not None and is_active(row, now):
-                found[address] = as_suppression(address, row)
-        return found
+        if len(unique) <= 1:
+            rows = [self.get(a) for a in unique]
+        else:
+            rows = list((pool or FANOUT).map(self.get, unique))
+        return {
+            address: as_suppression(address, row)
+            for address, row in zip(unique, rows, strict=True)
+            if row is not None and is_active(row, now)
+        }
 
     def apply(self, address: str, change: Change) -> tuple[bool, dict[str, Any] | None]:
         """Apply a change under ETag concurrency; returns (state changed, new state row)."""
