@@ -4,8 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite
+# The console's browser tests drive Debian's Chromium (Playwright's own download fails here).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: test check fmt lint types pytest run demo bench clean deps
+.PHONY: test check fmt lint types pytest run demo bench clean deps screenshots
 
 deps: $(VENV)/.stamp $(AZURITE)
 
@@ -21,7 +23,10 @@ $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: deps
+$(CHROMIUM):
+	apt-get update && apt-get install -y chromium
+
+test: deps $(CHROMIUM)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -37,6 +42,10 @@ run: deps
 
 demo: $(VENV)/.stamp
 	$(PY) -m local.demo
+
+# The README's console pictures (docs/console-*.png), from a seeded local stack.
+screenshots: deps $(CHROMIUM)
+	$(PY) -m tests.browser.screenshots docs
 
 bench: deps
 	$(PY) -m bench

@@ -61,6 +61,12 @@ def fail_poisoned_email(item: func.QueueMessage) -> None:
 # --- Lookup API -----------------------------------------------------------------------------
 
 
+@app.route(route="emails", methods=["GET"])
+def search_emails(req: func.HttpRequest) -> func.HttpResponse:
+    accept, base = req.headers.get("accept"), web.base_url(req)
+    return web.reply(req, lambda: wiring.activity().emails(req.params, accept, base))
+
+
 @app.route(route="emails/{messageId}", methods=["GET"])
 def get_message_status(req: func.HttpRequest) -> func.HttpResponse:
     return web.reply(req, lambda: wiring.lookups().message(req.route_params["messageId"]))
@@ -94,7 +100,8 @@ def suppress_address(req: func.HttpRequest) -> func.HttpResponse:
         req.get_body(),
         req.headers.get("content-type"),
     )
-    return web.reply(req, lambda: wiring.operators().suppress(address, body, kind))
+    who = req.headers.get("x-ms-client-principal-name")  # App Service Authentication's user
+    return web.reply(req, lambda: wiring.operators().suppress(address, body, kind, who))
 
 
 @app.route(route="suppressions/{address}", methods=["DELETE"])
@@ -104,12 +111,14 @@ def reactivate_address(req: func.HttpRequest) -> func.HttpResponse:
         req.get_body(),
         req.headers.get("content-type"),
     )
-    return web.reply(req, lambda: wiring.operators().reactivate(address, body, kind))
+    who = req.headers.get("x-ms-client-principal-name")  # App Service Authentication's user
+    return web.reply(req, lambda: wiring.operators().reactivate(address, body, kind, who))
 
 
 @app.route(route="suppressions", methods=["GET"])
 def list_suppressions(req: func.HttpRequest) -> func.HttpResponse:
-    return web.reply(req, lambda: wiring.operators().suppressions_of_domain(req.params))
+    accept = req.headers.get("accept")
+    return web.reply(req, lambda: wiring.operators().list_suppressions(req.params, accept))
 
 
 # --- Sender domains (operators) -------------------------------------------------------------
@@ -123,7 +132,8 @@ def get_sender_health(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="senders/{domain}/resume", methods=["POST"])
 def resume_sender(req: func.HttpRequest) -> func.HttpResponse:
     domain, body, kind = req.route_params["domain"], req.get_body(), req.headers.get("content-type")
-    return web.reply(req, lambda: wiring.operators().resume_sender(domain, body, kind))
+    who = req.headers.get("x-ms-client-principal-name")  # App Service Authentication's user
+    return web.reply(req, lambda: wiring.operators().resume_sender(domain, body, kind, who))
 
 
 # --- Alerts and timers ----------------------------------------------------------------------
@@ -166,6 +176,20 @@ def get_failure_report(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(arg_name="timer", schedule="15 */1 * * * *", run_on_startup=False)
 def publish_pending_outcome_events(timer: func.TimerRequest) -> None:
     wiring.outcome_feed().publish_pending()
+
+
+# --- Support console (anonymous: static code only; every datum it shows is a keyed API call) --
+# Why no key here: see shared/app/console.py.
+
+
+@app.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def show_console(req: func.HttpRequest) -> func.HttpResponse:
+    return web.reply(req, lambda: wiring.console().page(req.url))
+
+
+@app.route(route="console/{file}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def get_console_file(req: func.HttpRequest) -> func.HttpResponse:
+    return web.reply(req, lambda: wiring.console().file(req.route_params["file"]))
 
 
 # --- Privacy: retention and erasure ------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.core.errors import InvalidInput, Problem, Transient
-from shared.core.replies import Reply
+from shared.core.replies import Document, Reply
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def problem_response(
 
 def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> func.HttpResponse:
     """Run one use-case call and answer with its JSON (a `Reply` sets its own status and
-    headers), or with the problem its error maps to."""
+    headers; a `Document` is sent as it is), or with the problem its error maps to."""
     instance = req.url.split("?", 1)[0] if req.url else None
     try:
         result = call()
@@ -83,6 +83,12 @@ def reply(req: func.HttpRequest, call: Callable[[], Any], status: int = 200) -> 
         )
     if isinstance(result, Reply):
         return json_response(result.body, result.status, result.headers)
+    if isinstance(result, Document):
+        return func.HttpResponse(
+            result.body,
+            status_code=result.status,
+            headers={"Content-Type": result.media_type, **result.headers},
+        )
     return json_response(result, status)
 
 

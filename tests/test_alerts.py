@@ -82,10 +82,14 @@ def test_publisher_failure_then_recovery_delivers_once(
 def test_send_failure_alert(env: str) -> None:
     from datetime import UTC, datetime
 
-    from shared.core.alerts import for_send_failure
+    from shared.core.alerts import AddressMode, AddressPolicy, for_send_failure
 
     alert = for_send_failure(
-        message_id="m-1", code="DomainNotLinked", explanation="x", at=datetime.now(UTC)
+        message_id="m-1",
+        code="DomainNotLinked",
+        explanation="x",
+        at=datetime.now(UTC),
+        shown=AddressPolicy(AddressMode.HASH, b"k" * 32),
     )
     assert services.alert_log().raise_alert(alert)
     assert not services.alert_log().raise_alert(alert)  # the same failure: one alert
@@ -102,3 +106,65 @@ def test_alert_history_rejects_bad_parameters(env: str) -> None:
     )
     resp = function_app.list_alerts(req)
     assert resp.status_code == 400
+
+
+def _alerts(**params: str) -> func.HttpResponse:
+    req = func.HttpRequest(
+        "GET", "http://127.0.0.1:7071/api/alerts", params=params, route_params={}, body=b""
+    )
+    return function_app.list_alerts(req)
+
+
+def test_alert_types_by_short_name_and_unknown_ones_refused(env: str) -> None:
+    record_event(delivery_event(str(uuid.uuid4()), "gone@example.com", "Bounced", 1))
+    for name in ("HardBounced", "Recipient.HardBounced", "acsemailinsights.recipient.hardbounced"):
+        (alert,) = alerts_api(type=name)["alerts"]
+        assert alert["type"] == "AcsEmailInsights.Recipient.HardBounced"
+    refused = _alerts(type="Bounced")
+    assert refused.status_code == 400
+    assert "HardBounced" in refused.get_body().decode()
+
+
+def test_since_without_an_offset_and_forged_continuations_are_400(env: str) -> None:
+    import base64
+    import json
+
+    assert _alerts(since="2026-11-30T10:00:00").status_code == 400
+    far = {"day": "9999-12-31", "token": None}
+    forged = base64.urlsafe_b64encode(json.dumps(far).encode()).decode().rstrip("=")
+    assert _alerts(continuation=forged).status_code == 400  # not millions of day queries
+
+
+def test_a_manual_suppression_raises_the_suppressed_alert(env: str) -> None:
+    import json
+
+    body = json.dumps({"operator": "ops", "reason": "complaint"}).encode()
+    services.operators().suppress("angry@example.com", body, "application/json")
+    (alert,) = alerts_api(type="Suppressed")["alerts"]
+    assert alert["data"]["origin"].startswith("operator:ops")
+    assert "angry@example.com" not in json.dumps(alert)  # hashed under ALERT_ADDRESSES=hash
+
+
+def test_send_failed_alert_redacts_addresses_in_the_acs_error(env: str) -> None:
+    from datetime import UTC, datetime
+
+    from shared.core.alerts import AddressMode, AddressPolicy, for_send_failure
+
+    text = "ACS said: recipient 'Bob.Smith@example.com' is not a valid address."
+    hashed = for_send_failure(
+        message_id="m-2",
+        code="BadRequest",
+        explanation=text,
+        at=datetime.now(UTC),
+        shown=AddressPolicy(AddressMode.HASH, b"k" * 32),
+    )
+    assert "Bob.Smith" not in hashed.data["explanation"]
+    assert "[address " in hashed.data["explanation"]
+    plain = for_send_failure(
+        message_id="m-2",
+        code="BadRequest",
+        explanation=text,
+        at=datetime.now(UTC),
+        shown=AddressPolicy(AddressMode.PLAIN, b"k" * 32),
+    )
+    assert "Bob.Smith@example.com" in plain.data["explanation"]

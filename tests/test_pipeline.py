@@ -73,6 +73,10 @@ def test_delivery_report_through_the_function(env: dict[str, str]) -> None:
     assert recipient["action"]
     assert recipient["anymail"]["eventType"] == "bounced"
     assert recipient["ses"]["bounceType"] == "Permanent"
+    # A message id pasted in upper case (as some tools show GUIDs) finds the same message.
+    upper = get(f"emails/{mid.upper()}", messageId=mid.upper())
+    assert upper.status_code == 200
+    assert body(upper)["recipients"][0]["status"] == "bounced"
 
 
 def test_cloudevents_through_the_function(env: dict[str, str]) -> None:

@@ -113,6 +113,7 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     assert table(env, "Quarantine")
     assert table(env, "Alerts")
     assert table(env, "OutcomeEvents")
+    assert table(env, "Activity")
     assert len(table(env, "Expiry")) == 2  # one entry per message, not per recipient
     before = {name: len(rows) for name, rows in all_rows(env).items() if rows}
 
@@ -131,6 +132,8 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     for name in ("Messages", "RecipientIndex", "Expiry", "Idempotency", "Quarantine", "Alerts"):
         assert table(env, name) == [], name
     assert table(env, "OutcomeEvents") == []
+    assert done["activity"] >= 2  # the console's outcome rows (and their hour marks) too
+    assert table(env, "Activity") == []
     # The suppression list is kept: the bounced address is still refused.
     assert set(services.suppression_list().active_for([GONE])) == {GONE.lower()}
     assert table(env, "Suppressions")

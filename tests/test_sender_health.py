@@ -198,3 +198,14 @@ def test_stuck_delivery_alert_for_a_report_that_never_comes(
     events = received(alerts_env, 1)
     assert [e["data"]["messageId"] for e in events] == [stuck]
     assert fine != stuck
+
+
+def test_a_domain_below_the_minimum_volume_is_not_judged(rates: str) -> None:
+    for status in ("Bounced", "Delivered", "Delivered"):
+        record_event(report(status))
+    status, view = health_api()
+    assert status == 200
+    assert view["window"]["judged"] is False
+    # 1 bounce in 3 sends is 33 %, but three sends say nothing: not "ok", not "critical".
+    assert view["bounce"]["level"] == "not_judged"
+    assert view["spam"]["level"] == "not_judged"

@@ -9,7 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import views
-from shared.core.alerts import HISTORY_DAYS, HISTORY_DEFAULT_DAYS
+from shared.core.alerts import (
+    HISTORY_DAYS,
+    HISTORY_DEFAULT_DAYS,
+    AlertType,
+    alert_type_named,
+)
 from shared.core.classification import KNOWN_ACS_STATUSES, classify
 from shared.core.errors import InvalidInput, NotFound, Problem
 from shared.core.events import MAX_ADDRESS_LENGTH, MAX_ID_LENGTH
@@ -58,7 +63,14 @@ class Lookups:
         since = params.time("since") or now - timedelta(days=HISTORY_DEFAULT_DAYS)
         if since < now - timedelta(days=HISTORY_DAYS):
             params.problems.append(Problem("since", f"at most {HISTORY_DAYS} days ago"))
-        alert_type = params.text("type")
+        alert_type = None
+        if name := params.text("type"):
+            kind = alert_type_named(name)
+            if kind is None:
+                short = ", ".join(t.value.rsplit(".", 1)[1] for t in AlertType)
+                params.problems.append(Problem("type", f"one of {short} (or the full type)"))
+            else:
+                alert_type = kind.value
         day, token = now.strftime("%Y-%m-%d"), None
         oldest = since.strftime("%Y-%m-%d")
         cursor = params.token()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys, privacy
+from shared.core.activity import bucket_of, partition, shard_of
 from shared.core.addresses import canonical_domain
 from shared.core.operator import operator_body
 from shared.core.privacy import (
@@ -34,10 +35,12 @@ from shared.core.privacy import (
     redacted_row,
     without_recipient,
 )
+from shared.core.state import embedded_events, parse_iso
 from shared.edge.tables import FANOUT
 
 if TYPE_CHECKING:
     from shared.core.settings import Settings
+    from shared.edge.activity import ActivityIndex
     from shared.edge.alert_log import AlertLog
     from shared.edge.erasures import ErasureLog
     from shared.edge.messages import MessageStore
@@ -58,7 +61,9 @@ class Privacy:
         alerts: AlertLog,
         erasures: ErasureLog,
         outcomes: OutcomeLog | None,
+        activity: ActivityIndex | None = None,
     ) -> None:
+        self.activity = activity
         self.settings = settings
         self.store = store
         self.suppressions = suppressions
@@ -85,6 +90,8 @@ class Privacy:
         counts["quarantine"] += self.store.purge_quarantine(keep_from, PURGE_ROWS_PER_RUN)
         if self.outcomes is not None:
             counts["outcomeEvents"] += self.outcomes.purge_before(keep_from, PURGE_ROWS_PER_RUN)
+        if self.activity is not None:  # hourly partitions: the hour holding the cutoff is kept
+            counts["activity"] += self.activity.purge_before(bucket_of(limit), PURGE_ROWS_PER_RUN)
         log.info("retention purge before %s: %s", keep_from, dict(sorted(counts.items())))
         return dict(counts)
 
@@ -113,6 +120,10 @@ class Privacy:
             if row is not None and row.get("messageId") == message_id:  # not a later reuse
                 self.outbox.delete_idempotency_row(row)
                 done["idempotency"] += 1
+        if self.activity is not None:  # its Message-ID link goes with it
+            linked = {str(r["internetMessageId"]) for r in rows if r.get("internetMessageId")}
+            for internet_id in linked:
+                self.activity.unlink(internet_id, message_id)
         pk = keys.message_key(message_id)
         done["messageRows"] += self.store.delete_rows(pk, [str(r["RowKey"]) for r in rows])
         self.store.drop_expiry(entry)
@@ -178,6 +189,7 @@ class Privacy:
         done: Counter[str] = Counter()
         pk = keys.message_key(message_id)
         rows = self.store.partition(message_id)
+        done["activity"] += self._erase_in_activity(message_id, address, addr, rows)
         moves = []
         for row in rows:
             new_rk = erased_row_key(str(row["RowKey"]), addr, hashed)
@@ -211,6 +223,28 @@ class Privacy:
                 if self.outbox.replace_idempotency_response(row, redacted):
                     done["idempotency"] += 1
         return done
+
+    def _erase_in_activity(self, message_id: str, address: str, addr: str, rows: list[Any]) -> int:
+        """The support console's outcome rows of this recipient: found in the hour of every
+        time its rows name (status, timeline, accept, send), in its one shard; deleted."""
+        if self.activity is None:
+            return 0
+        times: set[str] = set()
+        for row in rows:
+            if erased_row_key(str(row["RowKey"]), addr, "-") is None:
+                continue  # not this recipient's
+            times |= {str(row[f]) for f in ("at", "acceptedAt", "sentAt") if row.get(f)}
+            for event in embedded_events(row):
+                if event.get("at"):
+                    times.add(str(event["at"]))
+        hours = {bucket_of(t) for t in filter(None, map(parse_iso, times))}
+        shard = shard_of(message_id, address)
+        found: list[tuple[str, str]] = []
+        for hour in sorted(hours):
+            for row in self.activity.rows_of_message(partition(hour, shard), message_id):
+                if keys.address_key(str(row.get("recipient") or "")) == addr:
+                    found.append((str(row["PartitionKey"]), str(row["RowKey"])))
+        return self.activity.delete_rows(found) if found else 0
 
     def _erase_in_alerts(self, address: str, forms: list[str]) -> int:
         """Alerts carry the address only with ALERT_ADDRESSES=plain: those are redacted (the

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import keys, outcomes
 from shared.core.addresses import canonical
@@ -50,6 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class OwnOutcomes(Protocol):
+    """Told when we decide outcomes ourselves (see `shared.app.activity.ActivityFeed`)."""
+
+    def own_outcomes(self, message_id: str) -> None: ...
+
+
 MAX_IDEMPOTENCY_KEY = 255
 REPLAY_WAIT_S = 3.0  # how long a concurrent retry waits for the first request's answer
 EARLY_WAKE_S = 1.0  # a reserved slot this close is taken as due (clocks of two instances)
@@ -68,6 +75,7 @@ class Sending:
         in_flight: InFlight,
         alerts: AlertLog,
         acs: AcsEmail,
+        activity: OwnOutcomes | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +85,7 @@ class Sending:
         self.in_flight = in_flight
         self.alerts = alerts
         self.acs = acs
+        self.activity = activity
         self.sender_policy = SenderPolicy(
             sender_domain=settings.sender_domain,
             allowlist=settings.sender_allowlist,
@@ -316,6 +325,8 @@ class Sending:
         if len(suppressed) < len({r.key for r in request.recipients}):
             writes.append((self.outbox.enqueue, (message_id, 0)))
         run_together(writes)
+        if suppressed and self.activity is not None:  # after: it reads the rows back
+            self.activity.own_outcomes(message_id)
 
     # --- send (queue worker) ------------------------------------------------------------
 
@@ -469,8 +480,21 @@ class Sending:
             classification=outcomes.not_sent(code, explanation),
         )
         self._finish(message_id, SendState.FAILED, fact, now, {"failureCode": code})
+        if self.activity is not None:
+            try:
+                self.activity.own_outcomes(message_id)
+            except Transient as exc:  # the failure is recorded; a retry would find it done
+                log.warning(
+                    "send: message=%s failed, not in the activity feed (%s)", message_id, exc
+                )
         self.alerts.raise_alert(
-            for_send_failure(message_id=message_id, code=code, explanation=explanation, at=now)
+            for_send_failure(
+                message_id=message_id,
+                code=code,
+                explanation=explanation,
+                at=now,
+                shown=self.settings.address_policy(),
+            )
         )
         log.warning("send: message=%s failed for good (%s)", message_id, code)
 

@@ -4,11 +4,14 @@ cases. `function_app` asks this module for a use case; nothing below it looks an
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.core.settings import get_settings
 
 if TYPE_CHECKING:
+    from shared.app.activity import Activity, ActivityFeed
+    from shared.app.console import Console
     from shared.app.deliverability import Deliverability, MessageFacts
     from shared.app.lookups import Lookups
     from shared.app.monitoring import Monitoring
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     from shared.app.reports import ReportRecorder
     from shared.app.sending import Sending
     from shared.edge.acs import AcsEmail
+    from shared.edge.activity import ActivityIndex
     from shared.edge.alert_log import AlertLog
     from shared.edge.clients import Clients
     from shared.edge.erasures import ErasureLog
@@ -162,6 +166,15 @@ def erasure_log() -> ErasureLog:
     return erasures
 
 
+@cache
+def activity_index() -> ActivityIndex:
+    from shared.edge.activity import ActivityIndex
+
+    index = ActivityIndex(clients().table_service, get_settings().table_prefix)
+    index.create_tables()
+    return index
+
+
 # --- use cases ------------------------------------------------------------------------------
 
 
@@ -192,6 +205,7 @@ def reports() -> ReportRecorder:
     projections: list[Projection] = [
         DeliverabilityProjection(rollups(), message_facts()),
         outcome_feed(),
+        activity_feed(),
     ]
     return ReportRecorder(
         get_settings(),
@@ -201,6 +215,27 @@ def reports() -> ReportRecorder:
         sender_health(),
         projections,
     )
+
+
+@cache
+def activity_feed() -> ActivityFeed:
+    from shared.app.activity import ActivityFeed
+
+    return ActivityFeed(activity_index(), message_store())
+
+
+@cache
+def activity() -> Activity:
+    from shared.app.activity import Activity
+
+    return Activity(activity_index())
+
+
+@cache
+def console() -> Console:
+    from shared.app.console import Console
+
+    return Console(Path(__file__).resolve().parents[2] / "console")
 
 
 @cache
@@ -223,6 +258,7 @@ def sending() -> Sending:
         in_flight(),
         alert_log(),
         acs(),
+        activity=activity_feed(),
     )
 
 
@@ -244,7 +280,9 @@ def lookups() -> Lookups:
 def operators() -> Operators:
     from shared.app.operators import Operators
 
-    return Operators(suppression_list(), sender_health())
+    return Operators(
+        suppression_list(), sender_health(), alert_log(), get_settings().address_policy()
+    )
 
 
 @cache
@@ -259,6 +297,7 @@ def privacy() -> Privacy:
         alert_log(),
         erasure_log(),
         outcome_log(),
+        activity_index(),
     )
 
 
@@ -277,6 +316,7 @@ def reset() -> None:
         clients, message_store, suppression_list, outbox, alert_log, sender_health,
         in_flight, acs, reports, sending, monitoring, lookups, operators,
         rollups, outcome_log, message_facts, outcome_feed, deliverability,
+        activity_index, activity_feed, activity, console,
         erasure_log, privacy,
     ):  # fmt: skip
         built.cache_clear()

@@ -9,6 +9,7 @@ ALERT_ADDRESSES=plain (or left out with ALERT_ADDRESSES=omit).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,24 @@ class AlertType(StrEnum):
     BOUNCE_RATE = "AcsEmailInsights.Sender.BounceRateHigh"  # hard-bounce rate over a threshold
     SPAM_RATE = "AcsEmailInsights.Sender.SpamRateHigh"  # spam/quarantine rate over a threshold
     RATE_RECOVERED = "AcsEmailInsights.Sender.RateRecovered"  # an announced rate is back down
+
+
+def alert_type_named(name: str) -> AlertType | None:
+    """An alert type from its full name or a short one, any case: `AcsEmailInsights.Sender.
+    BounceRateHigh`, `Sender.BounceRateHigh` or `BounceRateHigh`."""
+    wanted = name.strip().lower()
+    for kind in AlertType:
+        full = kind.value.lower()
+        if wanted in (full, full.split(".", 1)[1], full.rsplit(".", 1)[1]):
+            return kind
+    return None
+
+
+# An address inside free text (a local part, @, a domain with a dot), for redaction.
+_NOT_IN_ADDRESS = r"\s<>()\[\]\\,;:\"'@"
+_ADDRESS_IN_TEXT = re.compile(
+    rf"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}.]+"
+)
 
 
 class AddressMode(StrEnum):
@@ -91,6 +110,23 @@ class AddressPolicy:
         elif self.mode is AddressMode.HASH:
             out["recipientHash"] = address_hash(address, self.key)
         return out
+
+    def redact(self, text: str) -> str:
+        """Free text (an ACS error message) with every address in it shown as this policy
+        shows a recipient: as is, as `[address <hash>]`, or as `[address]`."""
+        if self.mode is AddressMode.PLAIN:
+            return text
+
+        def shown(match: re.Match[str]) -> str:
+            if self.mode is AddressMode.HASH:
+                return f"[address {address_hash(match.group(), self.key)}]"
+            return "[address]"
+
+        return _ADDRESS_IN_TEXT.sub(shown, text)
+
+    def key_of(self, address: str) -> str:
+        """A stable, non-reversible stand-in for an address inside ids."""
+        return address_hash(address, self.key)
 
 
 def for_report(
@@ -146,7 +182,7 @@ def for_suppression(
         "expiresAt": expires_at.isoformat() if expires_at else None,
     }
     return Alert(
-        alert_id(AlertType.SUPPRESSED, f"{address.lower()}|{origin}"),
+        alert_id(AlertType.SUPPRESSED, f"{shown.key_of(address)}|{origin}"),
         AlertType.SUPPRESSED,
         f"recipients/{data.get('recipientDomain')}",
         at,
@@ -154,13 +190,16 @@ def for_suppression(
     )
 
 
-def for_send_failure(*, message_id: str, code: str, explanation: str, at: datetime) -> Alert:
+def for_send_failure(
+    *, message_id: str, code: str, explanation: str, at: datetime, shown: AddressPolicy
+) -> Alert:
+    """ACS's error text can name a recipient: it is redacted as the policy shows addresses."""
     return Alert(
         alert_id(AlertType.SEND_FAILED, message_id),
         AlertType.SEND_FAILED,
         f"messages/{message_id}",
         at,
-        {"messageId": message_id, "code": code, "explanation": explanation},
+        {"messageId": message_id, "code": code, "explanation": shown.redact(explanation)},
     )
 
 

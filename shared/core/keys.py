@@ -44,7 +44,8 @@ def address_key(address: str) -> str:
 
 
 def message_key(message_id: str) -> str:
-    return encode(message_id.strip())
+    """Message ids are GUIDs that support pastes in any case: one key for all spellings."""
+    return encode(message_id.strip().lower())
 
 
 def status_row(addr_key: str) -> str:

@@ -14,3 +14,13 @@ class Reply:
     status: int
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """An answer that is not JSON: the console's page and files, a CSV export."""
+
+    body: bytes
+    media_type: str  # with its charset where it has one, e.g. "text/csv; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: int = 200

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NOT_JUDGED = "not_judged"  # a level below RATE_MIN_VOLUME: too few sends to say "ok"
+
 REGISTRY = "senders"
 
 
@@ -282,9 +284,10 @@ class SenderHealth:
             episode = Episode.from_json(_json(row.get(metric.value)))
             thresholds = policy.thresholds(metric)
             rate = counts.rate(metric)
+            judged = counts.sent >= policy.min_volume or episode.level is not Level.OK
             metrics[metric.value] = {
                 "ratePercent": None if rate is None else round(rate, 4),
-                "level": episode.level.value,
+                "level": episode.level.value if judged else NOT_JUDGED,
                 "levelSince": episode.since.isoformat() if episode.since else None,
                 "warningPercent": thresholds.warning,
                 "criticalPercent": thresholds.critical,

@@ -85,6 +85,18 @@ class SuppressionList:
             page = [dict(e) for e in next(pages, [])]
             return page, pages.continuation_token  # type: ignore[attr-defined]
 
+    def list_all(
+        self, limit: int, continuation: Any | None
+    ) -> tuple[list[dict[str, Any]], Any | None]:
+        """One page of every active suppression, domain by domain (a filtered scan of the
+        by-domain table; the service may answer a short or empty page with a continuation)."""
+        with storage_errors():
+            pages = self.by_domain.query_entities("active eq true", results_per_page=limit).by_page(
+                continuation_token=continuation
+            )
+            page = [dict(e) for e in next(pages, [])]
+            return page, pages.continuation_token  # type: ignore[attr-defined]
+
     def _state(self, address: str) -> dict[str, Any] | None:
         entity = read_entity(self.table, keys.address_key(address), STATE_ROW)
         return None if entity is None else {**entity, "_etag": etag_of(entity)}

@@ -1,0 +1,201 @@
+"""Table Storage for the activity index and the Message-ID index (layout in `core.activity`).
+
+Tables (names prefixed by TABLE_PREFIX):
+- `<p>Activity`: outcome rows in hourly, sharded partitions, plus the `dir` partition naming
+  the hours that hold rows.
+- `<p>InternetMessageIds`: PartitionKey = sha256 of the normalized RFC 5322 Message-ID,
+  RowKey = our message key; one row per message (every recipient's report repeats it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from shared.core import keys
+from shared.core.activity import DIRECTORY, internet_id_key, partition, storable
+from shared.edge.tables import (
+    FANOUT,
+    clean,
+    delete_entities,
+    query_keys,
+    run_together,
+    storage_errors,
+)
+
+_REMEMBERED = 4_096  # directory marks and Message-ID links this process knows it wrote
+_EMPTY_PAGES = 8  # empty pages with a continuation followed before giving up on a shard
+
+
+class _Seen:
+    """Keys this process has written (bounded, least recently used out): a write it has made
+    once is skipped the next time. Only an optimisation: every such write is an idempotent
+    upsert, so another instance repeating it is harmless."""
+
+    def __init__(self, size: int = _REMEMBERED) -> None:
+        self.size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> bool:
+        """True when `key` is new (and now remembered)."""
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                return False
+            self._keys[key] = None
+            if len(self._keys) > self.size:
+                self._keys.popitem(last=False)
+            return True
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+class ActivityIndex:
+    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+        self.table = service.get_table_client(f"{prefix}Activity")
+        self.internet_ids = service.get_table_client(f"{prefix}InternetMessageIds")
+        self._marked = _Seen()
+        self._linked = _Seen()
+
+    def create_tables(self) -> None:
+        for table in (self.table, self.internet_ids):
+            with storage_errors(), suppress(ResourceExistsError):
+                table.create_table()
+
+    # --- writes -------------------------------------------------------------------------
+
+    def put(self, entity: Mapping[str, Any], shards: int, link: Mapping[str, Any] | None) -> None:
+        """Write one outcome row, mark its hour in the directory, and (`link`) its Message-ID
+        row, together. Each is an upsert of a row fully determined by the event: a
+        redelivery writes the same rows again."""
+        bucket = str(entity["PartitionKey"]).split("|", 1)[0]
+        calls: list[Any] = [(self._upsert, (self.table, entity))]
+        if self._marked.add(bucket):
+            mark = {"PartitionKey": DIRECTORY, "RowKey": bucket, "shards": shards}
+            calls.append((self._upsert_or_forget, (self._marked, bucket, self.table, mark)))
+        if link is not None:
+            row = {
+                "PartitionKey": internet_id_key(str(link["internetMessageId"])),
+                "RowKey": keys.message_key(str(link["messageId"])),
+                "internetMessageId": storable(link["internetMessageId"]),
+                "messageId": storable(link["messageId"], 256),
+            }
+            if self._linked.add(f"{row['PartitionKey']}|{row['RowKey']}"):
+                key = f"{row['PartitionKey']}|{row['RowKey']}"
+                calls.append((self._upsert_or_forget, (self._linked, key, self.internet_ids, row)))
+        run_together(calls)
+
+    @staticmethod
+    def _upsert(table: Any, entity: Mapping[str, Any]) -> None:
+        with storage_errors():
+            table.upsert_entity(clean(entity), mode=UpdateMode.REPLACE)
+
+    def _upsert_or_forget(
+        self, seen: _Seen, key: str, table: Any, entity: Mapping[str, Any]
+    ) -> None:
+        try:
+            self._upsert(table, entity)
+        except Exception:
+            seen.forget(key)  # not written after all: the redelivery must write it
+            raise
+
+    # --- reads --------------------------------------------------------------------------
+
+    def buckets(self, oldest: str, newest: str) -> list[tuple[str, int]]:
+        """The hours in [oldest, newest] that hold rows, newest first, with their shard count."""
+        with storage_errors():
+            rows = self.table.query_entities(
+                f"PartitionKey eq '{DIRECTORY}' and RowKey ge '{oldest}' and RowKey le '{newest}'",
+                select=["RowKey", "shards"],
+            )
+            found = [(str(r["RowKey"]), int(r.get("shards") or 1)) for r in rows]
+        return sorted(found, reverse=True)
+
+    def newest(
+        self, bucket: str, shards: int, after: str, before: str, server_filter: str, count: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `count` of one hour's rows with `after` < RowKey < `before`, newest first (every
+        shard read at once, merged), and whether the hour has no more of them.
+
+        A shard page can come back short with a continuation (the service stops a query at
+        its time or size limits): the merge then stops at that shard's last row, so no row
+        of it that was not read yet can belong before a row handed out."""
+        where = f"RowKey gt '{after}' and RowKey lt '{before}'"
+        if server_filter:
+            where += f" and {server_filter}"
+
+        def shard(n: int) -> tuple[list[dict[str, Any]], bool]:
+            pk = partition(bucket, n)
+            with storage_errors():
+                pages = self.table.query_entities(
+                    f"PartitionKey eq '{pk}' and {where}", results_per_page=count
+                ).by_page()
+                rows: list[dict[str, Any]] = []
+                for _ in range(_EMPTY_PAGES):  # past empty pages the service may return
+                    rows = [dict(e) for e in next(pages, [])]
+                    if rows or not pages.continuation_token:  # type: ignore[attr-defined]
+                        break
+                return rows, bool(pages.continuation_token)  # type: ignore[attr-defined]
+
+        results = list(FANOUT.map(shard, range(shards)))
+        merged = list(heapq.merge(*(rows for rows, _ in results), key=lambda r: str(r["RowKey"])))
+        partial = [str(rows[-1]["RowKey"]) for rows, more in results if more and rows]
+        if partial:
+            merged = [r for r in merged if str(r["RowKey"]) <= min(partial)]
+        exhausted = not any(more for _, more in results) and len(merged) <= count
+        return merged[:count], exhausted
+
+    def messages_for(self, internet_message_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        pk = internet_id_key(internet_message_id)
+        with storage_errors():
+            rows = self.internet_ids.query_entities(
+                f"PartitionKey eq '{pk}'", results_per_page=limit
+            )
+            return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]
+
+    # --- retention and erasure (`app.privacy`) ------------------------------------------
+
+    def purge_before(self, hour: str, limit: int) -> int:
+        """Delete up to `limit` outcome rows of hours before `hour` (YYYYMMDDHH; the `dir`
+        partition sorts after every hour, so the range leaves it out), then the directory rows
+        of hours left empty."""
+        rows = query_keys(self.table, f"PartitionKey lt '{hour}'", limit)
+        gone = delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
+        if len(rows) < limit:  # every old hour is empty now: their directory rows go too
+            marks = query_keys(
+                self.table, f"PartitionKey eq '{DIRECTORY}' and RowKey lt '{hour}'", limit
+            )
+            delete_entities(self.table, [(DIRECTORY, str(m["RowKey"])) for m in marks])
+            for mark in marks:
+                self._marked.forget(str(mark["RowKey"]))
+        return gone
+
+    def rows_of_message(self, partition_key: str, message_id: str) -> list[dict[str, Any]]:
+        """The outcome rows of one message in one hour-and-shard partition."""
+        pk = partition_key.replace("'", "''")
+        mid = message_id.replace("'", "''")
+        with storage_errors():
+            return [
+                dict(r)
+                for r in self.table.query_entities(
+                    f"PartitionKey eq '{pk}' and messageId eq '{mid}'"
+                )
+            ]
+
+    def delete_rows(self, rows: list[tuple[str, str]]) -> int:
+        return delete_entities(self.table, rows)
+
+    def unlink(self, internet_message_id: str, message_id: str) -> int:
+        """Delete a message's Message-ID link (retention: it goes with the message)."""
+        link = (internet_id_key(internet_message_id), keys.message_key(message_id))
+        return delete_entities(self.internet_ids, [link])
