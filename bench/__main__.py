@@ -29,7 +29,7 @@ def classify_section() -> list[Figure]:
             "classifications/s (cache cleared each call)",
             cold,
             "/s",
-            at_least=20_000,
+            at_least=50_000,
             digits=0,
         ),
         figure("classify", "classifications/s (text cache on)", cached, "/s", digits=0),

@@ -70,8 +70,11 @@ class AddressMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alert:
+    """A CloudEvent we record, then publish: an alert (`AlertType`), or an outcome event for
+    apps (`core.feed.OutcomeType`), which is the same record."""
+
     id: str
-    type: AlertType
+    type: StrEnum
     subject: str
     time: datetime
     data: Mapping[str, Any] = field(default_factory=dict)

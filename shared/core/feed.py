@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
-from shared.core.alerts import SOURCE, AddressMode, AddressPolicy
+from shared.core.alerts import AddressMode, AddressPolicy, Alert
 from shared.core.rollups import classification_fields
 from shared.core.state import parse_iso
 
@@ -45,25 +44,8 @@ _BY_STATUS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class OutcomeEvent:
-    id: str
-    type: OutcomeType
-    subject: str
-    time: datetime
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-    def cloud_event(self) -> dict[str, Any]:
-        return {
-            "specversion": "1.0",
-            "id": self.id,
-            "source": SOURCE,
-            "type": self.type.value,
-            "subject": self.subject,
-            "time": self.time.isoformat(),
-            "datacontenttype": "application/json",
-            "data": dict(self.data),
-        }
+# An outcome event is recorded and published exactly like an alert: one CloudEvent record.
+OutcomeEvent: TypeAlias = Alert
 
 
 def event_id(message_id: str, recipient: str, kind: OutcomeType) -> str:

@@ -21,7 +21,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from shared.core import keys
 from shared.core.alerts import Alert
 from shared.core.state import iso
-from shared.edge.tables import delete_entities, query_keys, storage_errors
+from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
 
 if TYPE_CHECKING:
     from azure.eventgrid import EventGridPublisherClient
@@ -90,24 +90,11 @@ class AlertLog:
         return sent
 
     def _publish(self, row: Any) -> int:
-        from azure.core.messaging import CloudEvent
-
         assert self.publisher is not None
         event = json.loads(row["event"])
         attempts = int(row.get("attempts", 0)) + 1
         try:
-            self.publisher.send(
-                [
-                    CloudEvent(
-                        source=event["source"],
-                        type=event["type"],
-                        data=event["data"],
-                        subject=event["subject"],
-                        id=event["id"],
-                        time=datetime.fromisoformat(event["time"]),
-                    )
-                ]
-            )
+            self.publisher.send([to_cloud_event(event)])
         except AzureError as exc:
             log.warning("alert %s not published yet (%s)", event["id"], type(exc).__name__)
             update = {"attempts": attempts, "lastError": type(exc).__name__}

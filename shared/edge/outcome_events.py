@@ -26,7 +26,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 
 from shared.core.feed import OutcomeEvent
 from shared.core.state import iso
-from shared.edge.tables import delete_entities, query_keys, storage_errors
+from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -112,23 +112,9 @@ class OutcomeLog:
         return sent
 
     def _publish(self, markers: list[dict[str, Any]]) -> int:
-        from azure.core.messaging import CloudEvent
-
         events = [json.loads(m["event"]) for m in markers]
         try:
-            self.publisher.send(
-                [
-                    CloudEvent(
-                        source=e["source"],
-                        type=e["type"],
-                        data=e["data"],
-                        subject=e["subject"],
-                        id=e["id"],
-                        time=datetime.fromisoformat(e["time"]),
-                    )
-                    for e in events
-                ]
-            )
+            self.publisher.send([to_cloud_event(e) for e in events])
         except AzureError as exc:
             log.warning(
                 "%d outcome event(s) not published yet (%s)", len(events), type(exc).__name__

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -118,6 +119,20 @@ def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) ->
         wait(futures)
     for future in futures:
         future.result()
+
+
+def to_cloud_event(stored: Mapping[str, Any]) -> Any:
+    """A recorded CloudEvent (`Alert.cloud_event()` as stored) as the SDK's CloudEvent."""
+    from azure.core.messaging import CloudEvent
+
+    return CloudEvent(
+        source=stored["source"],
+        type=stored["type"],
+        data=stored["data"],
+        subject=stored["subject"],
+        id=stored["id"],
+        time=datetime.fromisoformat(stored["time"]),
+    )
 
 
 def ping(service: TableServiceClient) -> None:
