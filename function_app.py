@@ -192,6 +192,24 @@ def get_console_file(req: func.HttpRequest) -> func.HttpResponse:
     return web.reply(req, lambda: wiring.console().file(req.route_params["file"]))
 
 
+# --- Privacy: retention and erasure ------------------------------------------------------
+
+
+@app.route(route="recipients/{address}", methods=["DELETE"])
+def erase_recipient(req: func.HttpRequest) -> func.HttpResponse:
+    address, body, kind = (
+        req.route_params["address"],
+        req.get_body(),
+        req.headers.get("content-type"),
+    )
+    return web.reply(req, lambda: wiring.privacy().erase(address, body, kind))
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
+def purge_expired_data(timer: func.TimerRequest) -> None:
+    wiring.privacy().purge()
+
+
 # --- Health (anonymous) ---------------------------------------------------------------------
 
 

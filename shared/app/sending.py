@@ -135,7 +135,7 @@ class Sending:
                 "ACS needs a 'to' recipient that is not suppressed; nothing was sent", problems
             )
         now = datetime.now(UTC)
-        earlier = self._store_accepted(message_id, request, suppressed, now)
+        earlier = self._store_accepted(message_id, request, suppressed, now, key)
         if earlier is not None and key is not None:
             # The same Idempotency-Key is being (or was) accepted by another request: answer
             # with its response and write nothing (a second index entry, a second work item).
@@ -227,10 +227,12 @@ class Sending:
         request: SendRequest,
         suppressed: Mapping[str, Suppression],
         now: datetime,
+        key: str | None = None,
     ) -> Any:
         """One transaction (message row, payload, a status row per recipient), then, together,
-        the recipient index rows and the work item. Returns None when done, or the message row
-        of an earlier accept of this id (same Idempotency-Key), leaving the rest to the caller."""
+        the recipient index rows, the expiry entry and the work item. Returns None when done, or
+        the message row of an earlier accept of this id (same Idempotency-Key), leaving the rest
+        to the caller."""
         message = request.to_acs_message()
         for kind in ("to", "cc", "bcc"):
             listed = message.get("recipients", {}).get(kind)
@@ -251,12 +253,15 @@ class Sending:
             "sendState": SendState.QUEUED.value,
             "payload": "table" if inline else "blob",
             "sizeBytes": request.size,
+            # where its Idempotency row is, for retention and erasure (its answer names the
+            # recipients)
+            "idempotencyKey": self.outbox.key_hash(key) if key is not None else None,
         }
         rows = self._recipient_rows(message_id, request, suppressed, now)
         earlier = self.store.accept(message_id, summary, payload if inline else None, rows)
         if earlier is not None:
             return earlier
-        self._index_and_enqueue(message_id, request, suppressed, rows)
+        self._index_and_enqueue(message_id, request, suppressed, rows, now)
         return None
 
     def _recipient_rows(
@@ -298,7 +303,7 @@ class Sending:
         if earlier.get("sendState") != SendState.QUEUED:
             return
         rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
-        self._index_and_enqueue(message_id, request, suppressed, rows)
+        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at)
 
     def _index_and_enqueue(
         self,
@@ -306,6 +311,7 @@ class Sending:
         request: SendRequest,
         suppressed: Mapping[str, Suppression],
         rows: list[dict[str, Any]],
+        accepted_at: datetime,
     ) -> None:
         # Only now, with the rows committed: the worker drops a work item whose message row it
         # cannot find, and the history must never point at a message that was not accepted.
@@ -315,6 +321,7 @@ class Sending:
             (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
             for row in rows
         ]
+        writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention's list
         if len(suppressed) < len({r.key for r in request.recipients}):
             writes.append((self.outbox.enqueue, (message_id, 0)))
         run_together(writes)

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from shared.app.monitoring import Monitoring
     from shared.app.operators import Operators
     from shared.app.outcome_feed import OutcomeFeed
+    from shared.app.privacy import Privacy
     from shared.app.reports import ReportRecorder
     from shared.app.sending import Sending
     from shared.edge.acs import AcsEmail
     from shared.edge.activity import ActivityIndex
     from shared.edge.alert_log import AlertLog
     from shared.edge.clients import Clients
+    from shared.edge.erasures import ErasureLog
     from shared.edge.inflight import InFlight
     from shared.edge.messages import MessageStore
     from shared.edge.outbox import Outbox
@@ -58,7 +60,10 @@ def message_store() -> MessageStore:
 def suppression_list() -> SuppressionList:
     from shared.edge.suppressions import SuppressionList
 
-    suppressions = SuppressionList(clients().table_service, get_settings().table_prefix)
+    settings = get_settings()
+    suppressions = SuppressionList(
+        clients().table_service, settings.table_prefix, settings.address_hash_key.encode()
+    )
     suppressions.create_table()
     return suppressions
 
@@ -150,6 +155,15 @@ def outcome_log() -> OutcomeLog | None:
     events = OutcomeLog(clients().table_service, settings.table_prefix, publisher)
     events.create_table()
     return events
+
+
+@cache
+def erasure_log() -> ErasureLog:
+    from shared.edge.erasures import ErasureLog
+
+    erasures = ErasureLog(clients().table_service, get_settings().table_prefix)
+    erasures.create_table()
+    return erasures
 
 
 @cache
@@ -271,6 +285,22 @@ def operators() -> Operators:
     )
 
 
+@cache
+def privacy() -> Privacy:
+    from shared.app.privacy import Privacy
+
+    return Privacy(
+        get_settings(),
+        message_store(),
+        suppression_list(),
+        outbox(),
+        alert_log(),
+        erasure_log(),
+        outcome_log(),
+        activity_index(),
+    )
+
+
 def health() -> dict[str, str]:
     """The anonymous probe: no table is created, one short request is made."""
     from shared.app.monitoring import health
@@ -287,5 +317,6 @@ def reset() -> None:
         in_flight, acs, reports, sending, monitoring, lookups, operators,
         rollups, outcome_log, message_facts, outcome_feed, deliverability,
         activity_index, activity_feed, activity, console,
+        erasure_log, privacy,
     ):  # fmt: skip
         built.cache_clear()

@@ -84,6 +84,9 @@ class Settings:
     outcome_events_topic_endpoint: str | None
     outcome_events_topic_key: str | None
     outcome_event_addresses: str  # hash | plain | omit, as ALERT_ADDRESSES
+    # Retention: message data, alerts, quarantine and event logs older than this many days are
+    # deleted by the hourly purge (README: security and data); the suppression list is kept.
+    retention_days: int
 
     def address_policy(self) -> AddressPolicy:
         from shared.core.alerts import AddressMode, AddressPolicy
@@ -281,6 +284,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         outcome_events_topic_endpoint=_opt(env, "OUTCOME_EVENTS_TOPIC_ENDPOINT"),
         outcome_events_topic_key=_opt(env, "OUTCOME_EVENTS_TOPIC_KEY"),
         outcome_event_addresses=env.get("OUTCOME_EVENT_ADDRESSES", "").strip().lower() or "hash",
+        retention_days=_int(env, "RETENTION_DAYS", 90, problems),
     )
     if settings.bounce_rate_warning > settings.bounce_rate_critical:
         problems.append("BOUNCE_RATE_WARNING must not be above BOUNCE_RATE_CRITICAL")

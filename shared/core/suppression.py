@@ -55,6 +55,22 @@ def is_active(row: Mapping[str, Any] | None, now: datetime) -> bool:
     return expires is None or expires > now
 
 
+def effective(
+    state: Mapping[str, Any] | None, tombstone: Mapping[str, Any] | None, now: datetime
+) -> Mapping[str, Any] | None:
+    """The row that decides whether an address is suppressed: its state row, unless the
+    address was erased while suppressed (its keyed-hash tombstone) and nothing since then
+    re-enabled it. Only an operator reactivating the address after the erasure does: a
+    temporary suppression that came and expired after it does not end the tombstone's."""
+    if tombstone is None or (state is not None and is_active(state, now)):
+        return state
+    reactivated = parse_iso((state or {}).get("reactivatedAt"))
+    erased = parse_iso(tombstone.get("erasedAt"))
+    if reactivated is not None and erased is not None and reactivated > erased:
+        return state
+    return tombstone if is_active(tombstone, now) else state
+
+
 def as_suppression(address: str, row: Mapping[str, Any]) -> Suppression:
     return Suppression(
         address=str(row.get("address") or address),

@@ -21,7 +21,14 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.core import keys
 from shared.core.activity import DIRECTORY, internet_id_key, partition, storable
-from shared.edge.tables import FANOUT, clean, run_together, storage_errors
+from shared.edge.tables import (
+    FANOUT,
+    clean,
+    delete_entities,
+    query_keys,
+    run_together,
+    storage_errors,
+)
 
 _REMEMBERED = 4_096  # directory marks and Message-ID links this process knows it wrote
 _EMPTY_PAGES = 8  # empty pages with a continuation followed before giving up on a shard
@@ -155,3 +162,40 @@ class ActivityIndex:
                 f"PartitionKey eq '{pk}'", results_per_page=limit
             )
             return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]
+
+    # --- retention and erasure (`app.privacy`) ------------------------------------------
+
+    def purge_before(self, hour: str, limit: int) -> int:
+        """Delete up to `limit` outcome rows of hours before `hour` (YYYYMMDDHH; the `dir`
+        partition sorts after every hour, so the range leaves it out), then the directory rows
+        of hours left empty."""
+        rows = query_keys(self.table, f"PartitionKey lt '{hour}'", limit)
+        gone = delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
+        if len(rows) < limit:  # every old hour is empty now: their directory rows go too
+            marks = query_keys(
+                self.table, f"PartitionKey eq '{DIRECTORY}' and RowKey lt '{hour}'", limit
+            )
+            delete_entities(self.table, [(DIRECTORY, str(m["RowKey"])) for m in marks])
+            for mark in marks:
+                self._marked.forget(str(mark["RowKey"]))
+        return gone
+
+    def rows_of_message(self, partition_key: str, message_id: str) -> list[dict[str, Any]]:
+        """The outcome rows of one message in one hour-and-shard partition."""
+        pk = partition_key.replace("'", "''")
+        mid = message_id.replace("'", "''")
+        with storage_errors():
+            return [
+                dict(r)
+                for r in self.table.query_entities(
+                    f"PartitionKey eq '{pk}' and messageId eq '{mid}'"
+                )
+            ]
+
+    def delete_rows(self, rows: list[tuple[str, str]]) -> int:
+        return delete_entities(self.table, rows)
+
+    def unlink(self, internet_message_id: str, message_id: str) -> int:
+        """Delete a message's Message-ID link (retention: it goes with the message)."""
+        link = (internet_id_key(internet_message_id), keys.message_key(message_id))
+        return delete_entities(self.internet_ids, [link])

@@ -21,7 +21,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from shared.core import keys
 from shared.core.alerts import Alert
 from shared.core.state import iso
-from shared.edge.tables import storage_errors, to_cloud_event
+from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
 
 if TYPE_CHECKING:
     from azure.eventgrid import EventGridPublisherClient
@@ -129,3 +129,21 @@ class AlertLog:
             )
             page = [dict(e) for e in next(pages, [])]
             return page, pages.continuation_token  # type: ignore[attr-defined]
+
+    # --- retention and erasure ----------------------------------------------------------
+
+    def purge_before(self, before_day: str, limit: int) -> int:
+        """Delete up to `limit` alerts of days before `before_day` (whole day partitions)."""
+        rows = query_keys(self.table, f"PartitionKey lt '{before_day}'", limit)
+        return delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
+
+    def of_recipient_domain(self, domain: str) -> list[dict[str, Any]]:
+        """Every alert about a recipient of `domain` (a filter the service applies while it
+        scans: only erasure asks, and only alerts of the retention period are there)."""
+        value = domain.replace("'", "''")
+        with storage_errors():
+            return [dict(r) for r in self.table.query_entities(f"recipientDomain eq '{value}'")]
+
+    def replace(self, row: dict[str, Any]) -> None:
+        with storage_errors():
+            self.table.upsert_entity(row, mode=UpdateMode.REPLACE)

@@ -11,6 +11,10 @@ Tables (names prefixed by TABLE_PREFIX, default "Email"):
   message id. An address's history is one single-partition range query, paged.
 - `<p>Quarantine`  PartitionKey = UTC day; events we could not use, with reason and raw payload.
 - `<p>Counters`    PartitionKey = counter family; e.g. unknown event types seen.
+- `<p>Expiry`      PartitionKey = `<UTC day first seen>|<hex digit>`, RowKey = message key: the
+  retention purge's list of messages by age (`shared/core/privacy.py`), so it never scans
+  Messages. Written beside the recipient-index rows (at accept, and when a report first names a
+  recipient), at the same time as them: one more request there, no added round trip.
 
 A delivery report costs two round trips on the common path: a point read of the status row,
 then one conditional single-entity write of it (create when absent, replace under its ETag)
@@ -41,9 +45,15 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import (
+    TableClient,
+    TableEntity,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
 
-from shared.core import keys
+from shared.core import keys, privacy
 from shared.core.classification import Classification
 from shared.core.errors import Transient
 from shared.core.events import DeliveryReport, EngagementReport
@@ -57,6 +67,7 @@ from shared.core.state import (
     fact_from_report,
     index_may_be_missing,
     iso,
+    parse_iso,
     timeline_entry,
 )
 from shared.core.status import SendState, Status, claimed_by_another
@@ -65,9 +76,12 @@ from shared.edge.tables import (
     MAX_CONFLICT_RETRIES,
     backoff,
     clean,
+    delete_entities,
     etag_of,
     put_entity,
+    query_keys,
     read_entity,
+    run_together,
     storage_errors,
     write_entity,
     write_op,
@@ -77,6 +91,7 @@ PAYLOAD_ROW = "p"
 PAYLOAD_CHUNK = 30_000  # characters per property (a Table string property holds 32 K UTF-16 units)
 PAYLOAD_INLINE_LIMIT = 420_000  # characters inline (an entity holds 1 MiB); beyond → blob
 MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
+MOVE_PAIRS = 50  # rows re-keyed per transaction: a create and a delete each, the `$batch` 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +173,12 @@ class MessageStore:
         self.index: TableClient = service.get_table_client(f"{prefix}RecipientIndex")
         self.quarantine_table: TableClient = service.get_table_client(f"{prefix}Quarantine")
         self.counters: TableClient = service.get_table_client(f"{prefix}Counters")
+        self.expiry: TableClient = service.get_table_client(f"{prefix}Expiry")
 
     def create_tables(self) -> None:
+        tables = (self.messages, self.index, self.quarantine_table, self.counters, self.expiry)
         with storage_errors():
-            for table in (self.messages, self.index, self.quarantine_table, self.counters):
+            for table in tables:
                 with suppress(ResourceExistsError):
                     table.create_table()
 
@@ -221,7 +238,15 @@ class MessageStore:
                 continue
             old_rk = current.get("indexRk") if current else None
             if new_row is not None and new_row.get("indexRk") != old_rk:
-                self.write_index(addr, message_id, new_row)
+                # A recipient first seen (or moved in its history): its index row and the
+                # message's expiry entry go out together, so retention adds no round trip.
+                first_seen = _first_seen(new_row) if current is None else None
+                run_together(
+                    [
+                        (self.write_index, (addr, message_id, new_row)),
+                        *([(self.note_expiry, (message_id, first_seen))] if first_seen else []),
+                    ]
+                )
                 if old_rk:  # an earlier fact moved the message in the history: drop the old place
                     with storage_errors():
                         self.index.delete_entity(addr, old_rk)
@@ -275,7 +300,13 @@ class MessageStore:
         # The row is committed before the index entry: a crash between the two is healed by
         # the redelivery of the event that placed the message, and only that one re-writes.
         if current is not None and index_may_be_missing(current, fact):
-            self.write_index(addr, message_id, current)
+            first_seen = _first_seen(current)
+            run_together(
+                [
+                    (self.write_index, (addr, message_id, current)),
+                    (self.note_expiry, (message_id, first_seen)),
+                ]
+            )
         return Recorded(duplicate=True, changed=False, row=current, previous=current)
 
     def record_engagement(self, report: EngagementReport) -> Recorded:
@@ -501,6 +532,94 @@ class MessageStore:
         ]
         return items, next_token or None
 
+    # --- retention and erasure (decisions in `core.privacy`, driven by `app.privacy`) --------
+
+    def note_expiry(self, message_id: str, first_seen: datetime) -> None:
+        day = privacy.day_of(first_seen)
+        entity = {
+            "PartitionKey": privacy.expiry_partition(day, message_id),
+            "RowKey": keys.message_key(message_id),
+            "messageId": message_id,
+        }
+        with storage_errors():
+            self.expiry.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def expiring(self, before_day: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` expiry entries of days before `before_day`, oldest day first."""
+        return query_keys(self.expiry, f"PartitionKey lt '{before_day}'", limit)
+
+    def refile_expiry(self, entry: Mapping[str, Any], day: str) -> None:
+        """Move a message's expiry entry to a later day (it changed after it was filed)."""
+        message_id = str(entry["messageId"])
+        moved = {
+            "PartitionKey": privacy.expiry_partition(day, message_id),
+            "RowKey": entry["RowKey"],
+            "messageId": message_id,
+        }
+        with storage_errors():
+            self.expiry.upsert_entity(moved, mode=UpdateMode.REPLACE)
+        if moved["PartitionKey"] != entry["PartitionKey"]:
+            delete_entities(self.expiry, [(entry["PartitionKey"], entry["RowKey"])])
+
+    def drop_expiry(self, entry: Mapping[str, Any]) -> None:
+        delete_entities(self.expiry, [(entry["PartitionKey"], entry["RowKey"])])
+
+    def partition(self, message_id: str) -> list[TableEntity]:
+        """Every row of a message, as entities (their metadata holds the service Timestamp)."""
+        pk = keys.message_key(message_id).replace("'", "''")
+        with storage_errors():
+            return list(self.messages.query_entities(f"PartitionKey eq '{pk}'"))
+
+    def delete_rows(self, pk: str, row_keys: list[str]) -> int:
+        for rk in row_keys:
+            self.cache.forget(pk, rk)
+        return delete_entities(self.messages, [(pk, rk) for rk in row_keys])
+
+    def move_rows(self, pk: str, moves: list[tuple[str, dict[str, Any]]]) -> int:
+        """Re-key rows of one message: each (old row key, new entity) is a create-or-replace
+        of the new row and a delete of the old one in one transaction (≤ 50 pairs each), so a
+        crash leaves every row under one key or the other, never lost."""
+        for start in range(0, len(moves), MOVE_PAIRS):
+            ops: list[Any] = []
+            for old_rk, entity in moves[start : start + MOVE_PAIRS]:
+                self.cache.forget(pk, old_rk)
+                new = clean({**entity, "PartitionKey": pk})
+                ops.append(("upsert", new, {"mode": UpdateMode.REPLACE}))
+                ops.append(("delete", {"PartitionKey": pk, "RowKey": old_rk}))
+            with storage_errors():
+                self.messages.submit_transaction(ops)
+        return len(moves)
+
+    def replace_payload(self, message_id: str, payload: str) -> None:
+        """Rewrite the inline payload row (an erased recipient taken out of it)."""
+        pk = keys.message_key(message_id)
+        entity = {"PartitionKey": pk, "RowKey": PAYLOAD_ROW, **_chunks(payload)}
+        with storage_errors():
+            self.messages.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def index_rows(self, addr: str) -> list[dict[str, Any]]:
+        """Every recipient-index row of an address (its whole history)."""
+        pk = addr.replace("'", "''")
+        with storage_errors():
+            return [dict(e) for e in self.index.query_entities(f"PartitionKey eq '{pk}'")]
+
+    def delete_index_rows(self, rows: list[tuple[str, str]]) -> int:
+        return delete_entities(self.index, rows)
+
+    def purge_quarantine(self, before_day: str, limit: int) -> int:
+        rows = query_keys(self.quarantine_table, f"PartitionKey lt '{before_day}'", limit)
+        keyed = [(r["PartitionKey"], r["RowKey"]) for r in rows]
+        return delete_entities(self.quarantine_table, keyed)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every quarantined event (erasure looks for an address in their raw text; the table
+        holds only malformed events of the retention period)."""
+        with storage_errors():
+            return [dict(e) for e in self.quarantine_table.list_entities()]
+
+    def delete_quarantined(self, rows: list[tuple[str, str]]) -> int:
+        return delete_entities(self.quarantine_table, rows)
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _submit(
@@ -538,6 +657,11 @@ class MessageStore:
         }
         with storage_errors():
             self.index.upsert_entity(clean(entity), mode=UpdateMode.MERGE)
+
+
+def _first_seen(row: Mapping[str, Any]) -> datetime:
+    """When the recipient was first seen (its place in the history), for the expiry entry."""
+    return parse_iso(row.get("indexAt")) or datetime.now(UTC)
 
 
 def _truncate(text: str, limit: int) -> str:

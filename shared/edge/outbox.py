@@ -75,7 +75,7 @@ class Outbox:
         every accept step is idempotent on it, so both finish the same accept and the worker
         sends once. A different request under the key comes back as `mismatch`.
         """
-        pk = hashlib.sha256(key.encode()).hexdigest()
+        pk = self.key_hash(key)
         now = datetime.now(UTC)
         for _ in range(MAX_CONFLICT_RETRIES):
             row = {
@@ -117,6 +117,35 @@ class Outbox:
                 str(existing["messageId"]), json.loads(stored) if stored else None
             )
         raise Transient("idempotency row kept changing under us")
+
+    @staticmethod
+    def key_hash(key: str) -> str:
+        """The Idempotency row's PartitionKey (the message row keeps it, for retention and
+        erasure to find the row)."""
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def idempotency_row(self, key_hash: str) -> Any:
+        return read_entity(self.idempotency, key_hash, "k")
+
+    def replace_idempotency_response(self, row: Any, response: str) -> bool:
+        """Rewrite the stored answer of the row just read, under its ETag; False when the row
+        changed (or went) in between."""
+        entity = {**{k: v for k, v in row.items() if v is not None}, "response": response}
+        return put_entity(self.idempotency, entity, etag_of(row))
+
+    def delete_idempotency_row(self, row: Any) -> None:
+        """Delete the row unless it changed since read (a new request reusing the key)."""
+        try:
+            with storage_errors():
+                self.idempotency.delete_entity(
+                    row["PartitionKey"],
+                    row["RowKey"],
+                    etag=etag_of(row),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise
 
     def stored_response(self, key: str) -> Mapping[str, Any] | None:
         """The response the request that claimed `key` stored when it finished (None yet)."""

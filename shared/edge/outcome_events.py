@@ -8,6 +8,8 @@ the marker and marks the record published, in one transaction; one that failed l
 marker, and the `publish_pending_outcome_events` timer reads only markers (a RowKey range), so
 its cost follows what is pending, not what was ever sent. Publishing is at least once under one
 CloudEvents id: a crash between the send and the marker's deletion republishes the same id.
+`d|<UTC day>|<id>`, created in the same transaction, is the retention purge's way in: one
+RowKey range per partition finds the days past RETENTION_DAYS without scanning the records.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 
 from shared.core.feed import OutcomeEvent
 from shared.core.state import iso
-from shared.edge.tables import storage_errors, to_cloud_event
+from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING, PUBLISHED = "pending", "published"
-RECORD, MARKER = "e|", "p|"
+RECORD, MARKER, DAY = "e|", "p|", "d|"
 PARTITIONS = "0123456789abcdef"
 PUBLISH_BATCH = 50  # events per Event Grid request from the timer (1 MB per request at most)
 
@@ -86,6 +88,7 @@ class OutcomeLog:
                 "create",
                 {"PartitionKey": pk, "RowKey": MARKER + event.id, "event": body, "attempts": 0},
             ),
+            ("upsert", {"PartitionKey": pk, "RowKey": f"{DAY}{now[:10]}|{event.id}"}),
         ]
         try:
             with storage_errors():
@@ -149,3 +152,27 @@ class OutcomeLog:
                 if exc.status_code != 404:  # 404: another run finished it first
                     raise
         return len(markers)
+
+    def purge_before(self, before_day: str, limit: int) -> int:
+        """Delete the events recorded on days before `before_day` (record, day row and a
+        marker still pending), up to `limit` events; returns how many events went."""
+        gone = 0
+        for pk in PARTITIONS:
+            if gone >= limit:
+                break
+            query = f"PartitionKey eq '{pk}' and RowKey ge '{DAY}' and RowKey lt 'd|{before_day}'"
+            days = query_keys(self.table, query, limit - gone)
+            if not days:
+                continue
+            ids = {str(day["RowKey"]).rsplit("|", 1)[1] for day in days}
+            # Markers exist only while pending (few): delete those of these events, if any.
+            pending = query_keys(
+                self.table, f"PartitionKey eq '{pk}' and RowKey ge '{MARKER}' and RowKey lt 'p}}'",
+                10_000,
+            )  # fmt: skip
+            rows = [(pk, m["RowKey"]) for m in pending if m["RowKey"][len(MARKER) :] in ids]
+            rows += [(pk, RECORD + event_id) for event_id in ids]
+            rows += [(pk, day["RowKey"]) for day in days]
+            delete_entities(self.table, rows)
+            gone += len(days)
+        return gone

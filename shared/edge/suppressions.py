@@ -8,7 +8,10 @@ Table `<p>Suppressions`, PartitionKey = address key (lower-cased, key-safe):
 - RowKey `streak`: the address's recent soft bounces.
 - RowKey `a|<newest-first time>|<id>`: one audit row per change (who, why, from what event).
 Table `<p>SuppressionsByDomain`: PartitionKey = recipient domain, one row per address.
-Checking a send's recipients is one point read per recipient, in parallel.
+An erased address (`DELETE /api/recipients/{address}`) that was suppressed stays suppressed as a
+tombstone: PartitionKey `~<keyed hash>`, RowKey `state`, no address in it (`core.privacy`).
+Checking a send's recipients is two point reads per recipient (state row and tombstone), all at
+once: one more request each, no added round trip.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,9 +27,10 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.core import keys
+from shared.core import keys, privacy
 from shared.core.addresses import canonical, canonical_domain
 from shared.core.errors import Transient
+from shared.core.state import iso
 from shared.core.suppression import (
     STATE_ROW,
     STREAK_ROW,
@@ -35,6 +39,7 @@ from shared.core.suppression import (
     as_suppression,
     decide,
     domain_listing_row,
+    effective,
     is_active,
     merge_streak,
 )
@@ -42,6 +47,7 @@ from shared.edge.tables import (
     FANOUT,
     MAX_CONFLICT_RETRIES,
     backoff,
+    delete_entities,
     etag_of,
     put_entity,
     read_entity,
@@ -49,11 +55,19 @@ from shared.edge.tables import (
     write_op,
 )
 
+# Tombstone reads run here, beside the state row read of the same address, so `get` costs one
+# round trip. A pool of its own: `get` runs on FANOUT tasks (active_for), and a FANOUT task must
+# never wait on another FANOUT task; tasks here wait on nothing, so no wait can deadlock.
+TOMBSTONE_READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tombstone-io")
+
 
 class SuppressionList:
-    def __init__(self, service: TableServiceClient, prefix: str = "Email") -> None:
+    def __init__(
+        self, service: TableServiceClient, prefix: str = "Email", hash_key: bytes | None = None
+    ) -> None:
         self.table = service.get_table_client(f"{prefix}Suppressions")
         self.by_domain = service.get_table_client(f"{prefix}SuppressionsByDomain")
+        self.hash_key = hash_key  # ADDRESS_HASH_KEY: tombstones are looked up by keyed hash
 
     def create_table(self) -> None:
         for table in (self.table, self.by_domain):
@@ -83,9 +97,31 @@ class SuppressionList:
             page = [dict(e) for e in next(pages, [])]
             return page, pages.continuation_token  # type: ignore[attr-defined]
 
-    def get(self, address: str) -> dict[str, Any] | None:
+    def _state(self, address: str) -> dict[str, Any] | None:
         entity = read_entity(self.table, keys.address_key(address), STATE_ROW)
         return None if entity is None else {**entity, "_etag": etag_of(entity)}
+
+    def _tombstone_key(self, address: str) -> str | None:
+        if self.hash_key is None:
+            return None
+        return privacy.erased_key(privacy.erasure_hash(address, self.hash_key))
+
+    def tombstone(self, address: str) -> dict[str, Any] | None:
+        pk = self._tombstone_key(address)
+        entity = None if pk is None else read_entity(self.table, pk, STATE_ROW)
+        return None if entity is None else dict(entity)
+
+    def get(self, address: str) -> dict[str, Any] | None:
+        """The row that decides for `address`: its state row, or its erasure tombstone. The
+        two are read at once (the tombstone on TOMBSTONE_READS): one round trip."""
+        tomb = None if self.hash_key is None else TOMBSTONE_READS.submit(self.tombstone, address)
+        try:
+            state = self._state(address)
+        finally:
+            if tomb is not None:
+                wait([tomb])
+        row = effective(state, None if tomb is None else tomb.result(), datetime.now(UTC))
+        return None if row is None else dict(row)
 
     def active_for(
         self, addresses: Iterable[str], pool: Executor | None = None
@@ -113,7 +149,7 @@ class SuppressionList:
         # operator changes are always new.
         unique = keys.encode(change.origin) if not change.operator else uuid.uuid4().hex
         for attempt in range(MAX_CONFLICT_RETRIES):
-            current = self.get(address)
+            current = self._state(address)
             decision = decide(current, address, change, datetime.now(UTC), unique)
             if decision is None:
                 return False, current
@@ -164,3 +200,49 @@ class SuppressionList:
                 results_per_page=limit,
             )
             return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def erase(self, address: str, forms: list[str], now: datetime) -> tuple[int, bool]:
+        """Remove every row naming the address (state, streak, audit trail, domain listing);
+        when it is suppressed, keep that as a tombstone under its keyed hash, written first, so
+        no moment exists in which the address is neither. Returns (rows deleted, tombstone)."""
+        pk = self._tombstone_key(address)
+        if pk is None:
+            raise RuntimeError("erasure needs ADDRESS_HASH_KEY (SuppressionList(hash_key=...))")
+        state, tomb = self._state(address), self.tombstone(address)
+        deciding = effective(state, tomb, now)
+        keep = deciding is not None and is_active(deciding, now)
+        if keep and deciding is not tomb:
+            assert deciding is not None
+            kept = {
+                "PartitionKey": pk,
+                "RowKey": STATE_ROW,
+                "active": True,
+                "reason": privacy.redact(deciding.get("reason"), forms),
+                "origin": privacy.redact(deciding.get("origin"), forms),
+                "firstSeen": deciding.get("firstSeen"),
+                "lastSeen": deciding.get("lastSeen"),
+                "hits": deciding.get("hits"),
+                "expiresAt": deciding.get("expiresAt"),
+                "erasedAt": iso(now),
+            }
+            with storage_errors():
+                self.table.upsert_entity(
+                    {k: v for k, v in kept.items() if v is not None}, mode=UpdateMode.REPLACE
+                )
+        elif not keep and tomb is not None:  # re-enabled by an operator since: no tombstone
+            delete_entities(self.table, [(pk, STATE_ROW)])
+        own = keys.address_key(address)
+        with storage_errors():
+            rows = [
+                (own, str(r["RowKey"]))
+                for r in self.table.query_entities(
+                    f"PartitionKey eq '{own.replace(chr(39), chr(39) * 2)}'", select=["RowKey"]
+                )
+            ]
+        deleted = delete_entities(self.table, rows)
+        domain = keys.encode(canonical_domain(canonical(address).rpartition("@")[2]))
+        if read_entity(self.by_domain, domain, own) is not None:
+            deleted += delete_entities(self.by_domain, [(domain, own)])
+        return deleted, keep

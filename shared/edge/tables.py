@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,7 +18,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.core.errors import Transient
 
@@ -143,3 +143,45 @@ def ping(service: TableServiceClient) -> None:
             results_per_page=1, connection_timeout=2, read_timeout=2, retry_total=0
         )
         next(iter(pages), None)
+
+
+BATCH_LIMIT = 100  # entities per `$batch` transaction (one partition each)
+
+
+def delete_entities(table: TableClient, rows: Iterable[tuple[str, str]]) -> int:
+    """Delete rows by (PartitionKey, RowKey): one `$batch` per partition and ≤ 100 rows; a batch
+    that fails because a row is already gone is redone row by row (the SDK answers a missing
+    row's delete as done). Returns how many rows were asked to go."""
+    by_partition: dict[str, list[str]] = {}
+    for pk, rk in rows:
+        by_partition.setdefault(pk, []).append(rk)
+    deleted = 0
+    for pk, rks in by_partition.items():
+        unique = list(dict.fromkeys(rks))
+        for start in range(0, len(unique), BATCH_LIMIT):
+            chunk = unique[start : start + BATCH_LIMIT]
+            ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
+            try:
+                with storage_errors():
+                    table.submit_transaction(ops)
+                deleted += len(chunk)
+                continue
+            except TableTransactionError as exc:
+                if exc.status_code != 404:
+                    raise
+            for rk in chunk:  # some were gone (a concurrent purge or erasure): one by one
+                with storage_errors():
+                    table.delete_entity(pk, rk)
+                deleted += 1
+    return deleted
+
+
+def query_keys(table: TableClient, query: str, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` rows matching `query` (as few pages as that takes)."""
+    out: list[dict[str, Any]] = []
+    with storage_errors():
+        for row in table.query_entities(query, results_per_page=min(limit, 1000)):
+            out.append(dict(row))
+            if len(out) >= limit:
+                break
+    return out

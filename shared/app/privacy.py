@@ -1,0 +1,264 @@
+"""Retention and erasure: the hourly purge of data past RETENTION_DAYS, and erasing one address
+from every table (right to be forgotten), audited by keyed hash. Rules in `core.privacy`.
+
+Purge order per message: recipient-index rows, payload blob and Idempotency row, the message's
+rows, and its expiry entry last, so a run that stops half-way leaves the entry to the next run.
+Erasure order: the suppression tombstone before the state row goes (never a moment in which an
+erased address could be mailed), rows re-keyed by hash before the index rows that lead to them
+go, the audit last (a request that failed half-way is simply made again: every step is
+idempotent, and the repeat finds what the first left).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.core import keys, privacy
+from shared.core.activity import bucket_of, partition, shard_of
+from shared.core.addresses import canonical_domain
+from shared.core.operator import operator_body
+from shared.core.privacy import (
+    PURGE_MESSAGES_PER_RUN,
+    PURGE_ROWS_PER_RUN,
+    address_forms,
+    checked_address,
+    erased_row,
+    erased_row_key,
+    erasure_hash,
+    mentions,
+    redact,
+    redacted_row,
+    without_recipient,
+)
+from shared.core.state import embedded_events, parse_iso
+from shared.edge.tables import FANOUT
+
+if TYPE_CHECKING:
+    from shared.core.settings import Settings
+    from shared.edge.activity import ActivityIndex
+    from shared.edge.alert_log import AlertLog
+    from shared.edge.erasures import ErasureLog
+    from shared.edge.messages import MessageStore
+    from shared.edge.outbox import Outbox
+    from shared.edge.outcome_events import OutcomeLog
+    from shared.edge.suppressions import SuppressionList
+
+log = logging.getLogger(__name__)
+
+
+class Privacy:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MessageStore,
+        suppressions: SuppressionList,
+        outbox: Outbox,
+        alerts: AlertLog,
+        erasures: ErasureLog,
+        outcomes: OutcomeLog | None,
+        activity: ActivityIndex | None = None,
+    ) -> None:
+        self.activity = activity
+        self.settings = settings
+        self.store = store
+        self.suppressions = suppressions
+        self.outbox = outbox
+        self.alerts = alerts
+        self.erasures = erasures
+        self.outcomes = outcomes
+
+    # --- retention (timer) --------------------------------------------------------------
+
+    def purge(self, now: datetime | None = None) -> dict[str, int]:
+        """One bounded run: up to PURGE_MESSAGES_PER_RUN expired messages and PURGE_ROWS_PER_RUN
+        rows of each day-partitioned table; what is left waits for the next run."""
+        now = now or datetime.now(UTC)
+        days = self.settings.retention_days
+        keep_from = privacy.first_kept_day(now, days)
+        limit = privacy.cutoff(now, days)
+        counts: Counter[str] = Counter()
+        entries = self.store.expiring(keep_from, PURGE_MESSAGES_PER_RUN)
+        # Each message is independent; its steps run in sequence on one FANOUT thread.
+        for done in FANOUT.map(lambda entry: self._purge_message(entry, limit), entries):
+            counts.update(done)
+        counts["alerts"] += self.alerts.purge_before(keep_from, PURGE_ROWS_PER_RUN)
+        counts["quarantine"] += self.store.purge_quarantine(keep_from, PURGE_ROWS_PER_RUN)
+        if self.outcomes is not None:
+            counts["outcomeEvents"] += self.outcomes.purge_before(keep_from, PURGE_ROWS_PER_RUN)
+        if self.activity is not None:  # hourly partitions: the hour holding the cutoff is kept
+            counts["activity"] += self.activity.purge_before(bucket_of(limit), PURGE_ROWS_PER_RUN)
+        log.info("retention purge before %s: %s", keep_from, dict(sorted(counts.items())))
+        return dict(counts)
+
+    def _purge_message(self, entry: Mapping[str, Any], limit: datetime) -> Counter[str]:
+        done: Counter[str] = Counter()
+        message_id = str(entry["messageId"])
+        rows = self.store.partition(message_id)
+        changed = privacy.last_changed(r.metadata.get("timestamp") for r in rows)
+        if changed is not None and changed >= limit:  # a late report or engagement: keep it
+            self.store.refile_expiry(entry, privacy.day_of(changed))
+            done["messagesKept"] += 1
+            return done
+        summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
+        index = [
+            (rk[2:], str(r["indexRk"]))
+            for r in rows
+            if (rk := str(r["RowKey"])).startswith(f"{keys.STATUS_PREFIX}{keys.SEPARATOR}")
+            and r.get("indexRk")
+            and not rk[2:].startswith(privacy.ERASED_MARK)  # erasure removed those already
+        ]
+        done["recipientIndex"] += self.store.delete_index_rows(index)
+        if summary.get("payload") == "blob":
+            self.outbox.delete_payload_blob(message_id)
+        if summary.get("idempotencyKey"):
+            row = self.outbox.idempotency_row(str(summary["idempotencyKey"]))
+            if row is not None and row.get("messageId") == message_id:  # not a later reuse
+                self.outbox.delete_idempotency_row(row)
+                done["idempotency"] += 1
+        if self.activity is not None:  # its Message-ID link goes with it
+            linked = {str(r["internetMessageId"]) for r in rows if r.get("internetMessageId")}
+            for internet_id in linked:
+                self.activity.unlink(internet_id, message_id)
+        pk = keys.message_key(message_id)
+        done["messageRows"] += self.store.delete_rows(pk, [str(r["RowKey"]) for r in rows])
+        self.store.drop_expiry(entry)
+        done["messages"] += 1
+        return done
+
+    # --- erasure (HTTP) -----------------------------------------------------------------
+
+    def erase(self, address: str, body: bytes, content_type: str | None) -> dict[str, Any]:
+        address = checked_address(address)
+        data = operator_body(body, content_type, need_reason=True, allow_expiry=False)
+        now = datetime.now(UTC)
+        hashed = erasure_hash(address, self.settings.address_hash_key.encode())
+        forms = address_forms(address)
+        addr = keys.address_key(address)
+        counts: Counter[str] = Counter()
+
+        deleted, suppressed = self.suppressions.erase(address, forms, now)
+        counts["suppressions"] += deleted
+        index = self.store.index_rows(addr)
+        for message_id in sorted({str(r["messageId"]) for r in index if r.get("messageId")}):
+            counts.update(self._erase_in_message(message_id, address, addr, hashed, forms, now))
+        counts["recipientIndex"] += self.store.delete_index_rows(
+            [(addr, str(r["RowKey"])) for r in index]
+        )
+        quarantined = [
+            (str(r["PartitionKey"]), str(r["RowKey"]))
+            for r in self.store.quarantined()
+            if any(mentions(v, forms) for v in r.values())
+        ]
+        counts["quarantine"] += self.store.delete_quarantined(quarantined)
+        counts["alerts"] += self._erase_in_alerts(address, forms)
+
+        summary = self.erasures.record(
+            hashed,
+            str(redact(data["operator"], forms)),
+            str(redact(data["reason"], forms)),
+            now,
+            {k: v for k, v in counts.items() if v},
+        )
+        log.info("erasure: hash=%s counts=%s", hashed, dict(sorted(counts.items())))
+        return {
+            "addressHash": hashed,
+            "erased": privacy_counts(summary),
+            "thisRequest": {k: v for k, v in sorted(counts.items()) if v},
+            "stillSuppressed": suppressed,
+            "firstErasedAt": summary["firstErasedAt"],
+            "lastErasedAt": summary["lastErasedAt"],
+            "requests": summary["requests"],
+        }
+
+    def _erase_in_message(
+        self,
+        message_id: str,
+        address: str,
+        addr: str,
+        hashed: str,
+        forms: list[str],
+        now: datetime,
+    ) -> Counter[str]:
+        """The recipient's rows of one message re-keyed by hash (outcome kept, address gone);
+        a payload not yet sent loses the recipient; the Idempotency answer is redacted."""
+        done: Counter[str] = Counter()
+        pk = keys.message_key(message_id)
+        rows = self.store.partition(message_id)
+        done["activity"] += self._erase_in_activity(message_id, address, addr, rows)
+        moves = []
+        for row in rows:
+            new_rk = erased_row_key(str(row["RowKey"]), addr, hashed)
+            if new_rk is not None:
+                moved = {**erased_row(row, hashed, forms, now), "RowKey": new_rk}
+                moves.append((str(row["RowKey"]), moved))
+        done["messageRows"] += self.store.move_rows(pk, moves)
+        summary = next((r for r in rows if r["RowKey"] == keys.MESSAGE_ROW), None)
+        if summary is None:
+            return done
+        fields = {k: v for k, v in summary.items() if k not in ("PartitionKey", "RowKey")}
+        if any(mentions(v, forms) for v in fields.values()):
+            self.store.write_message(message_id, redacted_row(fields, forms))
+            done["messageRows"] += 1
+        payload = None
+        if summary.get("payload") == "table":
+            payload = self.store.payload(message_id)
+        elif summary.get("payload") == "blob":
+            payload = self.outbox.payload_blob(message_id)
+        stripped = None if payload is None else without_recipient(payload, address)
+        if stripped is not None:
+            if summary.get("payload") == "blob":
+                self.outbox.put_payload_blob(message_id, stripped)
+            else:
+                self.store.replace_payload(message_id, stripped)
+            done["payloads"] += 1
+        if summary.get("idempotencyKey"):
+            row = self.outbox.idempotency_row(str(summary["idempotencyKey"]))
+            if row is not None and mentions(row.get("response"), forms):
+                redacted = str(redact(row.get("response"), forms))
+                if self.outbox.replace_idempotency_response(row, redacted):
+                    done["idempotency"] += 1
+        return done
+
+    def _erase_in_activity(self, message_id: str, address: str, addr: str, rows: list[Any]) -> int:
+        """The support console's outcome rows of this recipient: found in the hour of every
+        time its rows name (status, timeline, accept, send), in its one shard; deleted."""
+        if self.activity is None:
+            return 0
+        times: set[str] = set()
+        for row in rows:
+            if erased_row_key(str(row["RowKey"]), addr, "-") is None:
+                continue  # not this recipient's
+            times |= {str(row[f]) for f in ("at", "acceptedAt", "sentAt") if row.get(f)}
+            for event in embedded_events(row):
+                if event.get("at"):
+                    times.add(str(event["at"]))
+        hours = {bucket_of(t) for t in filter(None, map(parse_iso, times))}
+        shard = shard_of(message_id, address)
+        found: list[tuple[str, str]] = []
+        for hour in sorted(hours):
+            for row in self.activity.rows_of_message(partition(hour, shard), message_id):
+                if keys.address_key(str(row.get("recipient") or "")) == addr:
+                    found.append((str(row["PartitionKey"]), str(row["RowKey"])))
+        return self.activity.delete_rows(found) if found else 0
+
+    def _erase_in_alerts(self, address: str, forms: list[str]) -> int:
+        """Alerts carry the address only with ALERT_ADDRESSES=plain: those are redacted (the
+        alert itself, its type, time and message, stays)."""
+        domain = address.rpartition("@")[2].strip()
+        found = 0
+        for spelling in sorted({domain.lower(), canonical_domain(domain)}):
+            for row in self.alerts.of_recipient_domain(spelling):
+                if any(mentions(v, forms) for v in row.values()):
+                    self.alerts.replace(redacted_row(row, forms))
+                    found += 1
+        return found
+
+
+def privacy_counts(summary: Mapping[str, Any]) -> dict[str, int]:
+    counts = json.loads(str(summary.get("counts") or "{}"))
+    return {str(k): int(v) for k, v in sorted(counts.items())}
