@@ -310,6 +310,10 @@ BASES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("GET", "/api/console"): {},
     ("GET", "/api/console/{file}"): {"path_parameters": {"file": "app.js"}},
+    ("DELETE", "/api/recipients/{address}"): {
+        "path_parameters": {"address": "erase-me@example.com"},
+        "body": OPERATOR,
+    },
     ("GET", "/api/recipients/{address}/emails"): {
         "path_parameters": {"address": "a@example.com"},
         "query": {"limit": "5", "continuation": ""},
