@@ -155,7 +155,8 @@ function numbers(caption, columns, rows) {
     h("summary", {}, "The numbers"),
     h(
       "div",
-      { class: "table-wrap" },
+      // may scroll sideways inside its card: focusable, so a keyboard can scroll it too
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
       h(
         "table",
         {},

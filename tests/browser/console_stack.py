@@ -34,6 +34,9 @@ XSS_TEXT = "<img src=x onerror=alert(1)> 550 5.1.1 user unknown"
 XSS_RECIPIENT = "<svg/onload=alert(2)>@example.com"
 
 
+STORY_OUTCOMES = 5 + 3 + 1  # seed(): the mixed message, three singles, the hostile report
+
+
 @dataclass
 class Story:
     info: StackInfo
@@ -201,7 +204,9 @@ def seed_reports(story: Story) -> int:
     for domain, n in PROVIDER_SENDS.items():
         ids.append(
             (
-                _send(story, [f"reader{i}@{domain}" for i in range(n)], {"campaign": "news"}, "News"),
+                _send(
+                    story, [f"reader{i}@{domain}" for i in range(n)], {"campaign": "news"}, "News"
+                ),
                 n,
             )
         )
@@ -212,6 +217,20 @@ def seed_reports(story: Story) -> int:
     for message_id, n in ids:
         _wait(lambda m=message_id, n=n: _final(story, m, n))
     return sum(PROVIDER_SENDS.values()) + len(failures) + len(PUBLISHED_FAILURES)
+
+
+def wait_for_report(story: Story, expected: int) -> None:
+    """Until the deliverability report counts `expected` recipients: rollups are written every
+    ROLLUP_FLUSH_SECONDS (5 s), not on each report."""
+    counted = -1
+    with story.client() as c:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            counted = c.get("/api/reports/deliverability").json()["totals"]["recipients"]
+            if counted == expected:
+                return
+            time.sleep(0.5)
+    raise TimeoutError(f"the report counts {counted} recipients, not {expected}")
 
 
 def _publish(story: Story, status: str, recipient: str, server: str, text: str) -> None:
