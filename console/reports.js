@@ -283,13 +283,17 @@ function failureChart(report) {
               "aria-label": `${r.reason}: ${r.count} recipients, ${percent(r.share)} of failures`,
             },
             svg("rect", { class: "track", x: 0, y: 0, width: 100, height: 10 }),
-            svg("rect", {
-              class: `part ${r.bounceType === "hard" ? "hard" : "soft"}`,
-              x: 0,
-              y: 0,
-              width: ((r.count / most) * 100).toFixed(3),
-              height: 10,
-            }),
+            svg(
+              "rect",
+              {
+                class: `part ${r.bounceType === "hard" ? "hard" : "soft"}`,
+                x: 0,
+                y: 0,
+                width: ((r.count / most) * 100).toFixed(3),
+                height: 10,
+              },
+              svg("title", {}, `${r.reason}: ${r.count} (${percent(r.share)} of failures)`),
+            ),
           ),
           h("p", { class: "explanation" }, text(r.explanation)),
           r.action ? h("p", { class: "action" }, h("strong", {}, "What to do: "), r.action) : null,
@@ -412,7 +416,7 @@ function drawLatency(periods, sloMinutes, per, width, title, desc) {
     svg("text", { class: "axis", x: left - 6, y: stripBottom - 2, "text-anchor": "end" }, `≤ ${sloMinutes} min`),
     svg("text", { class: "axis", x: left - 6, y: stripTop + 9, "text-anchor": "end" }, "100 %"),
   );
-  const barW = Math.max(1, Math.min(28, slot * 0.72));
+  const barW = Math.max(2, Math.min(28, slot * 0.72));
   const innerW = Math.max(1, barW * 0.5);
   periods.forEach((p, i) => {
     const cx = left + slot * (i + 0.5);
