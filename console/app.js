@@ -8,12 +8,14 @@ import { alertsView, suppressionsView } from "./lists.js";
 import { explainView } from "./explain.js";
 import { messageView } from "./message.js";
 import { recipientView } from "./recipient.js";
+import { reportsView } from "./reports.js";
 
 const ROUTES = [
   [/^emails\/(.+)$/, "activity", (m, q) => messageView(decodeURIComponent(m[1]), q)],
   [/^recipients\/(.+)$/, "activity", (m, q) => recipientView(decodeURIComponent(m[1]), q)],
   [/^message-ids\/(.+)$/, "activity", (m) => messageIdView(decodeURIComponent(m[1]))],
   [/^activity$/, "activity", (m, q) => activityView(q)],
+  [/^reports$/, "reports", (m, q) => reportsView(q)],
   [/^suppressions$/, "suppressions", (m, q) => suppressionsView(q)],
   [/^alerts$/, "alerts", (m, q) => alertsView(q)],
   [/^explain$/, "explain", (m, q) => explainView(q)],

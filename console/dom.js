@@ -14,6 +14,19 @@ export function h(tag, props, ...children) {
   return el;
 }
 
+// An SVG element (charts). Presentation goes in attributes and classes from console.css: the
+// CSP (`style-src 'self'`) refuses style="…" attributes, not SVG attributes like `fill`.
+const SVG_NS = "http://www.w3.org/2000/svg";
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false || name === "style") continue;
+    el.setAttribute(name, value === true ? "" : String(value));
+  }
+  add(el, children);
+  return el;
+}
+
 export function add(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;

@@ -34,6 +34,9 @@ XSS_TEXT = "<img src=x onerror=alert(1)> 550 5.1.1 user unknown"
 XSS_RECIPIENT = "<svg/onload=alert(2)>@example.com"
 
 
+STORY_OUTCOMES = 5 + 3 + 1  # seed(): the mixed message, three singles, the hostile report
+
+
 @dataclass
 class Story:
     info: StackInfo
@@ -165,3 +168,93 @@ def _opened(story: Story) -> bool:
         view = c.get(f"/api/emails/{story.mixed}").json()
     opened = next(r for r in view["recipients"] if r["address"] == "opened@simulator.test")
     return bool(opened["engagement"]["opens"])
+
+
+# A mix across mailbox providers for the reports view: the sandbox delivers anything outside
+# simulator.test (its MX host is mx.<domain>, so the provider comes from the consumer domain);
+# failures there arrive as reports ACS would publish for mail sent around this app.
+PROVIDER_SENDS = {"gmail.com": 14, "outlook.com": 9, "yahoo.com": 5}
+SIMULATED_FAILURES = ("bounce+1", "blocked", "expired", "quarantine", "mailboxfull+1")
+PUBLISHED_FAILURES = [
+    (
+        "Bounced",
+        "gone@gmail.com",
+        "gmail-smtp-in.l.google.com",
+        "550 5.1.1 The email account that you tried to reach does not exist.",
+    ),
+    (
+        "Bounced",
+        "left.company@outlook.com",
+        "outlook-com.olc.protection.outlook.com",
+        "550 5.5.0 Requested action not taken: mailbox unavailable",
+    ),
+    (
+        "Failed",
+        "quota@yahoo.com",
+        "mta6.am0.yahoodns.net",
+        "552 1 Requested mail action aborted, mailbox not found",
+    ),
+]
+
+
+def seed_reports(story: Story) -> int:
+    """Sends and reports across Google, Microsoft, Yahoo and the simulator; returns how many
+    recipient outcomes they add."""
+    ids = []
+    for domain, n in PROVIDER_SENDS.items():
+        ids.append(
+            (
+                _send(
+                    story, [f"reader{i}@{domain}" for i in range(n)], {"campaign": "news"}, "News"
+                ),
+                n,
+            )
+        )
+    failures = [f"{kind}@simulator.test" for kind in SIMULATED_FAILURES]
+    ids.append((_send(story, failures, {"campaign": "news"}, "News"), len(failures)))
+    for status, recipient, server, text in PUBLISHED_FAILURES:
+        _publish(story, status, recipient, server, text)
+    for message_id, n in ids:
+        _wait(lambda m=message_id, n=n: _final(story, m, n))
+    return sum(PROVIDER_SENDS.values()) + len(failures) + len(PUBLISHED_FAILURES)
+
+
+def wait_for_report(story: Story, expected: int) -> None:
+    """Until the deliverability report counts `expected` recipients: rollups are written every
+    ROLLUP_FLUSH_SECONDS (5 s), not on each report."""
+    counted = -1
+    with story.client() as c:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            counted = c.get("/api/reports/deliverability").json()["totals"]["recipients"]
+            if counted == expected:
+                return
+            time.sleep(0.5)
+    raise TimeoutError(f"the report counts {counted} recipients, not {expected}")
+
+
+def _publish(story: Story, status: str, recipient: str, server: str, text: str) -> None:
+    message_id = str(uuid.uuid4())
+    now = datetime.now(UTC).isoformat()
+    event = {
+        "id": str(uuid.uuid4()),
+        "topic": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Communication/"
+        "communicationServices/acs",
+        "subject": f"sender/DoNotReply@sandbox.test/message/{message_id}",
+        "eventType": "Microsoft.Communication.EmailDeliveryReportReceived",
+        "eventTime": now,
+        "dataVersion": "1.0",
+        "data": {
+            "sender": "DoNotReply@sandbox.test",
+            "recipient": recipient,
+            "messageId": message_id,
+            "status": status,
+            "deliveryStatusDetails": {
+                "statusMessage": text,
+                "recipientMailServerHostName": server,
+            },
+            "deliveryAttemptTimestamp": now,
+        },
+    }
+    reply = httpx.post(story.info.events_url, json=[event], headers={"aeg-sas-key": EVENTS_KEY})
+    assert reply.status_code == 200, reply.text

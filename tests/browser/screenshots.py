@@ -1,5 +1,5 @@
-"""`make screenshots`: the README's pictures of the console (message, recipient and activity
-views), taken in Debian's Chromium from a local stack seeded with simulator sends."""
+"""`make screenshots`: the README's pictures of the console (message, recipient, activity and
+reports views), taken in Debian's Chromium from a local stack seeded with simulator sends."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from urllib.parse import quote
 
 from playwright.sync_api import expect, sync_playwright
 
-from .console_stack import CHROMIUM, CHROMIUM_ARGS, ROOT, running_stack, seed
+from .console_stack import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    running_stack,
+    seed,
+    seed_reports,
+    wait_for_report,
+)
 
 
 def main(out: Path) -> None:
@@ -31,6 +39,12 @@ def main(out: Path) -> None:
                 expect(page.locator("main .loading")).to_have_count(0)
                 page.screenshot(path=str(out / name), full_page=name != "console-message.png")
                 print(f"wrote {out / name}")
+            # The reports' sends across providers only now: they would crowd the activity picture.
+            wait_for_report(story, 5 + 3 + seed_reports(story))
+            page.goto(story.console("/reports"))
+            expect(page.locator("svg.latency-svg g.period")).to_have_count(1)
+            page.screenshot(path=str(out / "console-reports.png"), full_page=True)
+            print(f"wrote {out / 'console-reports.png'}")
             browser.close()
 
 

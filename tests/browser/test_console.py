@@ -15,13 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from .console_stack import AXE, XSS_RECIPIENT, XSS_TEXT, Story
-
-
-def open_view(page: Any, story: Story, hash_: str) -> None:
-    page.goto(story.console(hash_))
-    expect(page.locator("main h1")).to_be_visible()
-    expect(page.locator("main .loading")).to_have_count(0)
+from .console_stack import XSS_RECIPIENT, XSS_TEXT, Story
+from .page_checks import axe_problems, open_view, sideways_scroll
 
 
 def card(page: Any, address: str) -> Any:
@@ -232,20 +227,6 @@ def test_the_page_is_served_with_a_strict_policy(story: Story) -> None:
     assert httpx.get(f"{story.base}/api/emails?limit=1").status_code == 401
 
 
-def _axe(page: Any) -> list[str]:
-    page.evaluate(AXE.read_text(encoding="utf-8"))  # through DevTools: not subject to the CSP
-    result = page.evaluate(
-        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa',"
-        " 'best-practice']}})"
-    )
-    assert len(result["passes"]) > 10, "axe checked next to nothing"
-    return [
-        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}"
-        for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-
-
 @pytest.mark.parametrize("width", [1280, 375])
 def test_accessibility_and_narrow_screens(page: Any, story: Story, width: int) -> None:
     page.set_viewport_size({"width": width, "height": 800})
@@ -256,11 +237,12 @@ def test_accessibility_and_narrow_screens(page: Any, story: Story, width: int) -
         "/suppressions",
         "/alerts",
         "/explain",
+        "/reports",
     ]
     found = {}
     for view in views:
         open_view(page, story, view)
-        found[view] = _axe(page)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        found[view] = axe_problems(page)
+        overflow = sideways_scroll(page)
         assert overflow <= 0, f"{view} scrolls sideways by {overflow}px at {width}px"
     assert found == {key: [] for key in views}
