@@ -404,3 +404,72 @@ def test_quarantine_truncates_safely(store: MessageStore) -> None:
     assert mine
     assert mine[0]["rawLength"] == 200_000
     assert len(mine[0]["raw"]) <= 30_000
+
+
+def _foreign(store: MessageStore, event: dict[str, Any]) -> Any:
+    parsed = _delivery(event)
+    classification = classify(parsed.acs_status, parsed.status_message)
+    return store.record_delivery(parsed, classification, ours=False)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, CACHE_BYTES], ids=["no-cache", "row-cache"])
+def test_first_sight_is_two_requests_in_parallel(
+    storage_connection_string: str, cache_bytes: int
+) -> None:
+    """A report of a message not sent through us: create the status row and the index entry
+    at once, no read first. Its redelivery reads (the create fails) and writes nothing new;
+    a report whose row existed after all drops the index entry it guessed."""
+    prefix = "F" + uuid.uuid4().hex[:8]
+    store, requests = _counted_store(storage_connection_string, prefix, cache_bytes)
+
+    def trips(event: dict[str, Any]) -> list[str]:
+        requests.clear()
+        _foreign(store, event)
+        return sorted(requests)
+
+    mid, addr = str(uuid.uuid4()), "first@example.com"
+    report = delivery_event(mid, addr, "Delivered", 2)
+    # status row create ∥ index upsert (the two the report needs) ∥ its retention entry
+    assert trips(report) == ["PATCH", "POST", "PUT"]
+    # A redelivery: the create fails, the row read shows the event; the index entry is
+    # written again (it heals a crash after the row write) and kept. On the instance that
+    # created the row its cache answers: only the index heal.
+    # (Each with its retention entry, PUT, re-filed the same way.)
+    expected = ["PATCH", "PUT"] if cache_bytes else ["GET", "PATCH", "PATCH", "POST", "PUT", "PUT"]
+    assert trips(report) == expected
+    items, _ = store.recipient_history(addr, 10, None)
+    assert [i["messageId"] for i in items] == [mid]
+
+    # Not first sight after all (an accepted message, hinted wrongly): create fails, read,
+    # write, and the guessed index entry, sorted elsewhere, is deleted.
+    ours_mid = str(uuid.uuid4())
+    store.record_fact(ours_mid, addr, Fact(Status.SENT, BASE, "sent", accepted_at=BASE))
+    store.write_index(keys.address_key(addr), ours_mid, _status_row(store, ours_mid, addr))
+    requests.clear()
+    _foreign(store, delivery_event(ours_mid, addr, "Delivered", 3))
+    if cache_bytes:  # this instance wrote the row: its cache says it exists, no guess
+        assert requests == ["PUT"]
+    else:
+        assert sorted(requests) == ["DELETE", "GET", "PATCH", "POST", "PUT", "PUT"]
+    items, _ = store.recipient_history(addr, 10, None)
+    assert sorted(i["messageId"] for i in items) == sorted([mid, ours_mid])
+    assert _status_row(store, ours_mid, addr)["status"] == "delivered"
+
+
+def test_history_skips_an_index_entry_its_row_does_not_point_to(
+    storage_connection_string: str,
+) -> None:
+    """A leftover entry (a guess whose delete a crash lost) does not show the message twice."""
+    store, _ = _counted_store(storage_connection_string, "H" + uuid.uuid4().hex[:8], 0)
+    mid, addr = str(uuid.uuid4()), "left@example.com"
+    _foreign(store, delivery_event(mid, addr, "Delivered", 2))
+    stray = {**_status_row(store, mid, addr), "indexRk": keys.newest_first(1, mid)}
+    store.write_index(keys.address_key(addr), mid, stray)
+    items, _ = store.recipient_history(addr, 10, None)
+    assert [i["messageId"] for i in items] == [mid]
+    assert items[0]["RowKey"] == _status_row(store, mid, addr)["indexRk"]
+
+
+def _status_row(store: MessageStore, mid: str, addr: str) -> dict[str, Any]:
+    pk, rk = keys.message_key(mid), keys.status_row(keys.address_key(addr))
+    return dict(store.messages.get_entity(pk, rk))

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.core import message_ids
 from shared.core.alerts import for_report, for_suppression
 from shared.core.classification import Classification, Confidence, Reason, classify
 from shared.core.errors import MalformedEvent
@@ -85,6 +86,7 @@ class ReportRecorder:
         self.alerts = alerts
         self.senders = senders
         self.shown = settings.address_policy()
+        self.id_key = settings.address_hash_key.encode()
 
     def record(self, raw: Mapping[str, Any]) -> EventOutcome:
         try:
@@ -97,7 +99,8 @@ class ReportRecorder:
             return EventOutcome.IGNORED
         if isinstance(parsed, DeliveryReport):
             classification = classify(parsed.acs_status, parsed.status_message)
-            result = self.store.record_delivery(parsed, classification)
+            ours = message_ids.is_ours(self.id_key, parsed.message_id)
+            result = self.store.record_delivery(parsed, classification, ours=ours)
             # Also on duplicates: a crash between the two writes is healed by the redelivery,
             # and the suppression write is idempotent on the event id.
             if self.should_suppress(classification):
@@ -243,7 +246,11 @@ class ReportRecorder:
             hard=1 if classification.bounce_type == "hard" else 0,
             spam=1 if status in (Status.SPAM_FILTERED, Status.QUARANTINED) else 0,
         )
-        if counts != Counts():  # a delivered report of our own send: no counter write
+        if counts == Counts():  # a delivered report of our own send: no counter write
+            return
+        if previous is None:  # first sight: batched, so the report is its two writes alone
+            self.senders.add_soon(domain_of(report.sender), counts)
+        else:
             self.senders.add(domain_of(report.sender), counts)
 
     def _alert(self, report: DeliveryReport, classification: Classification) -> None:

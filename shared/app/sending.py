@@ -13,12 +13,11 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.core import keys, outcomes
+from shared.core import keys, message_ids, outcomes
 from shared.core.addresses import canonical
 from shared.core.alerts import for_send_failure
 from shared.core.errors import Conflict, InvalidInput, Problem, Transient
@@ -104,7 +103,8 @@ class Sending:
         """202 with the message id, or the stored answer of an earlier request with the same
         Idempotency-Key (header `Idempotent-Replayed: true`)."""
         request = parse_send_request(body, content_type, self.sender_policy)
-        message_id = str(uuid.uuid4())
+        # A tagged id: its reports are known as ours on any instance (core/message_ids.py).
+        message_id = message_ids.new_id(self.settings.address_hash_key.encode())
         key = None
         if idempotency_key is not None:
             key = idempotency_key.strip()

@@ -38,13 +38,14 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import wait
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import (
     TableClient,
     TableEntity,
@@ -184,13 +185,18 @@ class MessageStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    def record_delivery(self, report: DeliveryReport, classification: Classification) -> Recorded:
+    def record_delivery(
+        self, report: DeliveryReport, classification: Classification, *, ours: bool = True
+    ) -> Recorded:
+        """`ours` False: the message id is not one we minted (`message_ids.is_ours`), so no
+        status row is likely to exist: try the first-sight write without reading first."""
         return self.record_fact(
             report.message_id,
             report.recipient,
             fact_from_report(report, classification),
             marker_event_id=report.envelope.event_id,
             marker=timeline_entry(report),
+            first_sight=not ours,
         )
 
     def record_fact(
@@ -201,15 +207,90 @@ class MessageStore:
         *,
         marker_event_id: str | None = None,
         marker: Mapping[str, Any] | None = None,
+        first_sight: bool = False,
     ) -> Recorded:
         """Apply one fact to the recipient's status row. A fact with an event id (a report:
         `marker` is its timeline entry) is recorded once: in the row's event list, or in its
-        own marker row when the list is full."""
+        own marker row when the list is full. `first_sight`: probably no row yet (see
+        `_first_sight`)."""
         pk = keys.message_key(message_id)
         addr = keys.address_key(address)
         status_rk = keys.status_row(addr)
         entry = None if marker_event_id is None else {**(marker or {}), "eventId": marker_event_id}
         cached = None if entry is None else self.cache.get(pk, status_rk)
+        guessed: str | None = None  # the index entry the first-sight try wrote
+        guessed_day: str | None = None  # and the day its retention entry was filed under
+        if first_sight and entry is not None and cached is None:
+            created, guessed, guessed_day = self._first_sight(
+                pk, addr, fact, entry, address, message_id
+            )
+            if created is not None:
+                return created
+        result = self._record(pk, addr, fact, entry, address, message_id, cached)
+        final_rk = (result.row or {}).get("indexRk")
+        if guessed is not None and guessed != final_rk:
+            # The row existed after all and sorts the message elsewhere: drop the guess. (A
+            # crash first leaves an entry the history skips: its row points to another one.)
+            with storage_errors(), suppress(ResourceNotFoundError):
+                self.index.delete_entity(addr, guessed)
+        if (
+            guessed_day is not None
+            and result.row is not None
+            and privacy.day_of(_first_seen(result.row)) != guessed_day  # filed on a wrong day
+        ):
+            partition = privacy.expiry_partition(guessed_day, message_id)
+            delete_entities(self.expiry, [(partition, keys.message_key(message_id))])
+        return result
+
+    def _first_sight(
+        self,
+        pk: str,
+        addr: str,
+        fact: Fact,
+        entry: Mapping[str, Any],
+        address: str,
+        message_id: str,
+    ) -> tuple[Recorded | None, str | None, str | None]:
+        """A report of a message we hold no row for: create the status row (no read first)
+        and, at the same time, the recipient-index entry it implies: two requests, in
+        parallel. A create that fails (409: the row exists) returns (None, the index entry
+        written), and the caller takes the general path, then drops the entry if the row
+        sorts the message elsewhere. Returns (result, None) when the create succeeded."""
+        decision = decide_report(None, fact, entry, address, message_id)
+        if decision.row is None or decision.marker or decision.evicted:
+            return None, None, None  # one event too large for the row: the general path
+        entity = clean({**decision.row, "PartitionKey": pk, "RowKey": keys.status_row(addr)})
+        entity["updatedAt"] = iso(datetime.now(UTC))
+        rk = str(entity["indexRk"])
+        # The message's retention entry goes out with them (a third request, in parallel: the
+        # same wait as two). Filed under the day the recipient was first seen.
+        first_seen = _first_seen(entity)
+        side = [
+            FANOUT.submit(self.write_index, addr, message_id, entity),
+            FANOUT.submit(self.note_expiry, message_id, first_seen),
+        ]
+        try:
+            etag = write_entity(self.messages, entity, None)
+        finally:
+            wait(side)
+        for done in side:
+            done.result()
+        if etag is None:
+            return None, rk, privacy.day_of(first_seen)
+        self.cache.put(pk, entity["RowKey"], etag, entity)
+        return Recorded(duplicate=False, changed=True, row=entity, previous=None), None, None
+
+    def _record(
+        self,
+        pk: str,
+        addr: str,
+        fact: Fact,
+        entry: Mapping[str, Any] | None,
+        address: str,
+        message_id: str,
+        cached: tuple[str, dict[str, Any]] | None,
+    ) -> Recorded:
+        status_rk = keys.status_row(addr)
         for attempt in range(MAX_CONFLICT_RETRIES):
             etag: str | None
             current: Any
@@ -526,9 +607,12 @@ class MessageStore:
                 page,
             )
         )
+        # An entry its status row does not point to is left over (a first-sight guess or a
+        # move interrupted by a crash; see `record_fact`): the row's own entry shows the message.
         items = [
             {**entry, "statusRow": dict(s) if s else None}
             for entry, s in zip(page, statuses, strict=True)
+            if not s or not s.get("indexRk") or s.get("indexRk") == entry.get("RowKey")
         ]
         return items, next_token or None
 

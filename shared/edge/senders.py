@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 NOT_JUDGED = "not_judged"  # a level below RATE_MIN_VOLUME: too few sends to say "ok"
 
 REGISTRY = "senders"
+# How long `add_soon` holds counts before writing them: the loss window of a crash.
+FLUSH_AFTER_S = 5.0
 
 
 def _bucket(at: datetime, minutes: int) -> str:
@@ -76,6 +79,9 @@ class SenderHealth:
         self.policy = policy
         self.shards = shards
         self.auto_pause = auto_pause  # a critical rate also pauses the domain
+        self._pending: dict[tuple[str, datetime], Counts] = {}
+        self._pending_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
 
     def create_tables(self) -> None:
         for table in (self.counters, self.senders):
@@ -108,6 +114,46 @@ class SenderHealth:
                 self._touch(domain, now)
             return
         raise Transient("sender counter kept changing under us")
+
+    def add_soon(self, domain: str, counts: Counts, now: datetime | None = None) -> None:
+        """`add`, batched per instance: counts wait in memory up to FLUSH_AFTER_S, then one
+        write per domain and minute adds them up (off the request that counted them). A crash
+        loses at most the last FLUSH_AFTER_S of these counts (statistics, not state); the
+        first-sight path counts this way, so its report costs no counter request."""
+        if not domain or counts == Counts():
+            return
+        bucket = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+        with self._pending_lock:
+            held = self._pending.get((domain, bucket), Counts())
+            self._pending[(domain, bucket)] = held + counts
+            if self._flush_timer is None:
+                self._flush_timer = threading.Timer(FLUSH_AFTER_S, self._flush_on_timer)
+                self._flush_timer.daemon = True
+                self._flush_timer.start()
+
+    def flush(self) -> None:
+        """Write the counts `add_soon` holds (the timer does this; tests and shutdown too)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        failed: list[tuple[tuple[str, datetime], Counts]] = []
+        for (domain, bucket), counts in pending.items():
+            try:
+                self.add(domain, counts, bucket)
+            except Transient as exc:  # kept for the next flush: counted late, not lost
+                log.warning("sender counters not flushed yet (%s)", exc)
+                failed.append(((domain, bucket), counts))
+        if failed:
+            for key, counts in failed:
+                self.add_soon(key[0], counts, key[1])
+
+    def _flush_on_timer(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # a timer thread has no caller to raise to
+            log.exception("sender counter flush failed")
 
     def _touch(self, domain: str, now: datetime) -> None:
         entity = {
@@ -145,6 +191,7 @@ class SenderHealth:
 
     def evaluate_all(self, now: datetime | None = None) -> list[Alert]:
         """Judge every domain that was active in the window or is in an episode or paused."""
+        self.flush()  # this instance's batched counts first
         now = now or datetime.now(UTC)
         with storage_errors():
             rows = list(self.senders.query_entities(f"PartitionKey eq '{REGISTRY}'"))
@@ -273,6 +320,7 @@ class SenderHealth:
         raise Transient("sender row kept changing under us")
 
     def view(self, domain: str, now: datetime | None = None) -> dict[str, Any] | None:
+        self.flush()
         now = now or datetime.now(UTC)
         row = read_entity(self.senders, REGISTRY, keys.encode(domain))
         if row is None:
