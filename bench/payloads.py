@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.core import message_ids
+
 TOPIC = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
     "Microsoft.Communication/communicationServices/acs-bench"
@@ -91,9 +93,13 @@ def mixed_events(
     return events
 
 
-def recipients(count: int, tag: str) -> list[tuple[str, str]]:
-    """Fresh (message id, recipient) pairs, one recipient per message."""
-    return [(str(uuid.uuid4()), f"{tag}{n}@bench.example") for n in range(count)]
+def recipients(count: int, tag: str, key: bytes | None = None) -> list[tuple[str, str]]:
+    """Fresh (message id, recipient) pairs, one recipient per message; with `key` (the app's
+    ADDRESS_HASH_KEY) the ids are ones our accept mints, else foreign ids (first sight)."""
+    return [
+        (message_ids.new_id(key) if key else str(uuid.uuid4()), f"{tag}{n}@bench.example")
+        for n in range(count)
+    ]
 
 
 def send_request(n: int) -> dict[str, Any]:

@@ -48,6 +48,7 @@ FAILURES_ONLY = 200  # every report a failure: the side effects' cost
 CPU_ITERATIONS = 20_000
 PREFIX = "Bench"
 BENCH_HASH_KEY = "bench-address-hash-key-not-a-secret-0123456789"
+OURS = BENCH_HASH_KEY.encode()  # ids our accept would mint (`message_ids`)
 
 
 def run() -> list[Figure]:
@@ -93,16 +94,16 @@ def _measure(conn: str) -> list[Figure]:
         return elsewhere_recorder.record(event)
 
     now = datetime.now(UTC)
-    accepted = recipients(REPORTS, "sent")
+    accepted = recipients(REPORTS, "sent", OURS)
     sent_rows = write_sent_rows(store, accepted, now)
     events = mixed_events(accepted, now + timedelta(seconds=2))
     entities = _baseline_entities(events)
-    elsewhere = recipients(REPORTS, "elsewhere")
+    elsewhere = recipients(REPORTS, "elsewhere", OURS)
     write_sent_rows(other, elsewhere, now)  # sent by the other instance: not cached here
     cold_events = mixed_events(elsewhere, now + timedelta(seconds=2))
 
     # Warm up: connections, Azurite's code paths, the classifier's indexes.
-    warm = recipients(40, "warm")
+    warm = recipients(40, "warm", OURS)
     write_sent_rows(store, warm, now)
     pooled(record, mixed_events(warm, now + timedelta(seconds=2)))
     pooled(lambda e: baseline_table.upsert_entity(e, mode=UpdateMode.REPLACE), entities[:50])
@@ -134,7 +135,7 @@ def _measure(conn: str) -> list[Figure]:
 
     # The store's share: the same mix through record_delivery alone (parsed and classified
     # beforehand), against the same baseline.
-    store_only = recipients(STORE_ONLY, "store")
+    store_only = recipients(STORE_ONLY, "store", OURS)
     write_sent_rows(store, store_only, now)
     reports = [_classified(e) for e in mixed_events(store_only, now + timedelta(seconds=2))]
     store_upserts_per_s = pooled(
@@ -153,18 +154,18 @@ def _measure(conn: str) -> list[Figure]:
     dup_outcomes = _pooled_outcomes(record, events[:DUPLICATES])
     dup_trips = (wire.value - before) / DUPLICATES
 
-    delivered = recipients(DELIVERED_ONLY, "delivered")
+    delivered = recipients(DELIVERED_ONLY, "delivered", OURS)
     write_sent_rows(store, delivered, now)
     before = wire.value
     _pooled_outcomes(record, mixed_events(delivered, now + timedelta(seconds=2), 10**9))
     delivered_trips = (wire.value - before) / DELIVERED_ONLY
-    delivered = recipients(DELIVERED_ONLY, "delivered-elsewhere")
+    delivered = recipients(DELIVERED_ONLY, "delivered-elsewhere", OURS)
     write_sent_rows(other, delivered, now)
     before = wire.value
     _pooled_outcomes(record_elsewhere, mixed_events(delivered, now + timedelta(seconds=2), 10**9))
     delivered_cold_trips = (wire.value - before) / DELIVERED_ONLY
 
-    failing = recipients(FAILURES_ONLY, "failing")
+    failing = recipients(FAILURES_ONLY, "failing", OURS)
     write_sent_rows(store, failing, now)
     before = wire.value
     start = time.perf_counter()
