@@ -168,3 +168,15 @@ def test_send_failed_alert_redacts_addresses_in_the_acs_error(env: str) -> None:
         shown=AddressPolicy(AddressMode.PLAIN, b"k" * 32),
     )
     assert "Bob.Smith@example.com" in plain.data["explanation"]
+
+
+def test_alerts_are_listed_by_when_they_were_raised(env: str) -> None:
+    """A report from yesterday (a late delivery, a retried event) raises its alert now: a look at
+    the last hour shows it, under the time it was raised, with the report's time kept."""
+    from datetime import UTC, datetime, timedelta
+
+    record_event(delivery_event(str(uuid.uuid4()), "late@example.com", "Bounced", 1))
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    (alert,) = alerts_api(since=hour_ago, type="HardBounced")["alerts"]
+    assert alert["raisedAt"] >= hour_ago
+    assert alert["time"] < hour_ago  # the report's own time, from yesterday

@@ -12,6 +12,7 @@ from shared.core import views
 from shared.core.alerts import (
     HISTORY_DAYS,
     HISTORY_DEFAULT_DAYS,
+    RAISE_SLACK_DAYS,
     AlertType,
     alert_type_named,
 )
@@ -54,9 +55,10 @@ class Lookups:
         return views.history_view(address, items, encode_token(next_token) if next_token else None)
 
     def alerts_raised(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Alerts newest first, one UTC day (partition) after another back to `since`. A
-        continuation names a day inside that window, so no token can make one request read
-        more than HISTORY_DAYS partitions."""
+        """Alerts raised since `since`, one UTC day (partition, the day of their cause) after
+        another, newest first, back to `since` less RAISE_SLACK_DAYS. A continuation names a
+        day inside that window, so no token can make one request read more than
+        HISTORY_DAYS + RAISE_SLACK_DAYS partitions."""
         params = Params(query)
         limit = params.limit(50)
         now = datetime.now(UTC)
@@ -72,7 +74,7 @@ class Lookups:
             else:
                 alert_type = kind.value
         day, token = now.strftime("%Y-%m-%d"), None
-        oldest = since.strftime("%Y-%m-%d")
+        oldest = (since - timedelta(days=RAISE_SLACK_DAYS)).strftime("%Y-%m-%d")
         cursor = params.token()
         if cursor is not None:
             day, token = _alert_cursor(cursor, oldest, day, params)

@@ -30,6 +30,10 @@ SOURCE = "/acs-email-insights"
 # How far back the alert history reaches, and what it shows when no `since` is given.
 HISTORY_DAYS = 31
 HISTORY_DEFAULT_DAYS = 7
+# Alert rows are filed under the day of their cause (a report's time), which keeps their create
+# idempotent; the listing filters on when they were raised. A cause can precede its alert by
+# Event Grid's retry period (24 h) plus clock skew: the listing reads this much further back.
+RAISE_SLACK_DAYS = 2
 
 
 class AlertType(StrEnum):

@@ -278,6 +278,7 @@ def alert_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row.get("alertId"),
         "type": row.get("type"),
         "time": row.get("time"),
+        "raisedAt": row.get("recordedAt"),
         "subject": row.get("subject"),
         "messageId": row.get("messageId"),
         "recipientDomain": row.get("recipientDomain"),

@@ -118,9 +118,9 @@ class AlertLog:
     def day_page(
         self, day: str, since: datetime, alert_type: str | None, limit: int, token: Any | None
     ) -> tuple[list[dict[str, Any]], Any | None]:
-        """One page of one UTC day's alerts raised at or after `since`, newest first, and the
-        Table continuation of that day (None when the day is done)."""
-        query = f"PartitionKey eq '{day}' and time ge '{iso(since)}'"
+        """One page of the alerts of one UTC day (of their cause) raised at or after `since`,
+        newest cause first, and the Table continuation of that day (None when it is done)."""
+        query = f"PartitionKey eq '{day}' and recordedAt ge '{iso(since)}'"
         if alert_type:
             query += f" and type eq '{alert_type.replace(chr(39), chr(39) * 2)}'"
         with storage_errors():
