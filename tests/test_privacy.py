@@ -37,6 +37,7 @@ def env(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[di
     # Outcome events recorded, their publishing failing (nothing listens): they stay pending.
     monkeypatch.setenv("OUTCOME_EVENTS_TOPIC_ENDPOINT", f"http://127.0.0.1:{free_port()}/api")
     monkeypatch.setenv("OUTCOME_EVENTS_TOPIC_KEY", "k")
+    monkeypatch.setenv("OUTCOME_EVENT_ADDRESSES", "plain")  # pending events hold it: erased too
     services.reset()
     yield app_env
     services.reset()

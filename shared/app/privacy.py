@@ -156,6 +156,7 @@ class Privacy:
         ]
         counts["quarantine"] += self.store.delete_quarantined(quarantined)
         counts["alerts"] += self._erase_in_alerts(address, forms)
+        counts["outcomeEvents"] += self._erase_in_pending_outcomes(forms)
 
         summary = self.erasures.record(
             hashed,
@@ -256,6 +257,18 @@ class Privacy:
                 if any(mentions(v, forms) for v in row.values()):
                     self.alerts.replace(redacted_row(row, forms))
                     found += 1
+        return found
+
+    def _erase_in_pending_outcomes(self, forms: list[str]) -> int:
+        """Outcome events not yet published carry the address with OUTCOME_EVENT_ADDRESSES=
+        plain: redacted before they go out (published ones are the subscribers' now)."""
+        if self.outcomes is None:
+            return 0
+        found = 0
+        for row in self.outcomes.pending():
+            if mentions(row.get("event"), forms):
+                self.outcomes.replace(redacted_row(row, forms))
+                found += 1
         return found
 
 

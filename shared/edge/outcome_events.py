@@ -153,6 +153,19 @@ class OutcomeLog:
                     raise
         return len(markers)
 
+    def pending(self) -> list[dict[str, Any]]:
+        """Every event not yet published (its marker row, which holds the CloudEvent)."""
+        rows: list[dict[str, Any]] = []
+        for pk in PARTITIONS:
+            query = f"PartitionKey eq '{pk}' and RowKey ge '{MARKER}' and RowKey lt 'p}}'"
+            with storage_errors():
+                rows += [dict(r) for r in self.table.query_entities(query)]
+        return rows
+
+    def replace(self, row: dict[str, Any]) -> None:
+        with storage_errors():
+            self.table.upsert_entity(row, mode=UpdateMode.REPLACE)
+
     def purge_before(self, before_day: str, limit: int) -> int:
         """Delete the events recorded on days before `before_day` (record, day row and a
         marker still pending), up to `limit` events; returns how many events went."""
