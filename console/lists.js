@@ -24,25 +24,7 @@ export async function suppressionsView(params) {
         domain ? `No address at ${domain} is suppressed.` : "The suppression list is empty.",
       ),
     );
-    clear(more);
-    if (current.continuation) {
-      more.append(
-        h(
-          "button",
-          {
-            type: "button",
-            onclick: async () => {
-              try {
-                draw(await api(path(current.continuation)), items);
-              } catch (error) {
-                more.append(problem(error));
-              }
-            },
-          },
-          "More",
-        ),
-      );
-    }
+    moreButton(more, current.continuation, async (c) => draw(await api(path(c)), items), "More");
   };
   draw(page, []);
   const input = h("input", { id: "s-domain", value: domain, placeholder: "example.com", spellcheck: "false" });
@@ -111,25 +93,7 @@ export async function alertsView(params) {
         "No alerts in the last 7 days.",
       ),
     );
-    clear(more);
-    if (current.continuation) {
-      more.append(
-        h(
-          "button",
-          {
-            type: "button",
-            onclick: async () => {
-              try {
-                draw(await api(path(current.continuation)), items);
-              } catch (error) {
-                more.append(problem(error));
-              }
-            },
-          },
-          "Older alerts",
-        ),
-      );
-    }
+    moreButton(more, current.continuation, async (c) => draw(await api(path(c)), items), "Older alerts");
   };
   draw(page, []);
   return h(
@@ -140,4 +104,18 @@ export async function alertsView(params) {
     results,
     more,
   );
+}
+
+/** The next-page button of a paged list: `load(continuation)` draws the next page. */
+function moreButton(more, continuation, load, label) {
+  clear(more);
+  if (!continuation) return;
+  const onclick = async () => {
+    try {
+      await load(continuation);
+    } catch (error) {
+      more.append(problem(error));
+    }
+  };
+  more.append(h("button", { type: "button", onclick }, label));
 }
