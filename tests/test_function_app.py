@@ -75,6 +75,7 @@ def test_auth_levels(app_functions: list[Any]) -> None:
         "azure.storage.queue",
         "azure.storage.blob",
         "pydantic",
+        "azure.monitor.opentelemetry",
         "email_validator",
     ],
 )

@@ -54,6 +54,9 @@ SDK_ROLES = {
 }
 # Runtime requirements that call no Azure resource themselves.
 NO_ROLE = {"azure-functions", "azure-identity"}
+# Runtime requirements whose role the host's own use already needs: the app's OpenTelemetry
+# export (shared/edge/telemetry.py) ingests with the Monitoring Metrics Publisher asserted below.
+ROLE_SHARED = {"azure-monitor-opentelemetry"}
 
 # Settings load_settings reads with no default that the templates must NOT set: key and
 # connection-string forms, which the managed identity replaces in Azure.
@@ -387,13 +390,15 @@ def test_every_sdk_the_app_calls_has_its_role() -> None:
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.startswith("azure-")
     }
-    assert sorted(requirements - NO_ROLE - set(SDK_ROLES)) == []
+    assert sorted(requirements - NO_ROLE - ROLE_SHARED - set(SDK_ROLES)) == []
     app_roles = [
         (r["role"], r["scope"])
         for _, r in role_assignments()
         if r["principalId"] == "appPrincipalId" and r["principalType"] == "ServicePrincipal"
     ]
-    needed = [role for sdk in sorted(requirements - NO_ROLE) for role in SDK_ROLES[sdk]]
+    needed = [
+        role for sdk in sorted(requirements - NO_ROLE - ROLE_SHARED) for role in SDK_ROLES[sdk]
+    ]
     # Entra ingestion into Application Insights (APPLICATIONINSIGHTS_AUTHENTICATION_STRING).
     needed.append((MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"))
     for role in needed:

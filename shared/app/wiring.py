@@ -39,9 +39,12 @@ if TYPE_CHECKING:
 
 @cache
 def clients() -> Clients:
+    from shared.edge import telemetry
     from shared.edge.clients import Clients
 
-    return Clients(get_settings())
+    settings = get_settings()
+    telemetry.configure(settings)  # first use of any Azure client: telemetry goes on with them
+    return Clients(settings)
 
 
 @cache
