@@ -2,7 +2,7 @@
 // newest first. The filters live in the address, so a search is a link to paste in a ticket.
 
 import { api, downloadCsv, withQuery } from "./api.js";
-import { address, announce, badge, clear, messageLink, h, problem, recipientHref, table, text, when, go } from "./dom.js";
+import { address, announce, badge, clear, messageLink, h, moreButton, problem, recipientHref, table, text, when, go } from "./dom.js";
 import { tagList } from "./message.js";
 
 const STATUSES = [
@@ -106,29 +106,16 @@ function drawRows(results, more, query, page, earlier) {
       "No outcomes match in this window.",
     ),
   );
-  clear(more);
-  if (page.continuation) {
-    more.append(
-      h(
-        "button",
-        {
-          type: "button",
-          onclick: async () => {
-            try {
-              const next = await api(
-                withQuery("emails", { ...query, continuation: page.continuation }),
-              );
-              drawRows(results, more, query, next, items);
-              announce(`${next.emails.length} more outcomes`);
-            } catch (error) {
-              more.append(problem(error));
-            }
-          },
-        },
-        "Older outcomes",
-      ),
-    );
-  }
+  moreButton(
+    more,
+    page.continuation,
+    async (continuation) => {
+      const next = await api(withQuery("emails", { ...query, continuation }));
+      drawRows(results, more, query, next, items);
+      announce(`${next.emails.length} more outcomes`);
+    },
+    "Older outcomes",
+  );
 }
 
 // datetime-local works in local time without a zone: shown and read back as such.

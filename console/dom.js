@@ -134,9 +134,14 @@ export function facts(pairs) {
 // A table that turns into labelled cards on a narrow screen (each cell carries its column).
 export function table(caption, columns, rows, empty = "Nothing to show.") {
   if (!rows.length) return h("p", { class: "empty" }, empty);
+  return tableIn({ class: "table-wrap" }, caption, columns, rows);
+}
+
+// The same table in a wrapper with these attributes (e.g. a focusable scrolling region).
+export function tableIn(wrapper, caption, columns, rows) {
   return h(
     "div",
-    { class: "table-wrap" },
+    wrapper,
     h(
       "table",
       {},
@@ -151,6 +156,20 @@ export function table(caption, columns, rows, empty = "Nothing to show.") {
       ),
     ),
   );
+}
+
+// The next-page button of a paged list: `load(continuation)` draws the next page.
+export function moreButton(more, continuation, load, label) {
+  clear(more);
+  if (!continuation) return;
+  const onclick = async () => {
+    try {
+      await load(continuation);
+    } catch (error) {
+      more.append(problem(error));
+    }
+  };
+  more.append(h("button", { type: "button", onclick }, label));
 }
 
 export function problem(error) {

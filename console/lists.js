@@ -1,7 +1,7 @@
 // #/suppressions?domain= and #/alerts: the suppression list and the alerts raised, paged.
 
 import { api, downloadCsv, withQuery } from "./api.js";
-import { address, announce, clear, messageLink, h, problem, recipientHref, table, text, when, go } from "./dom.js";
+import { address, announce, clear, messageLink, h, moreButton, problem, recipientHref, table, text, when, go } from "./dom.js";
 
 export async function suppressionsView(params) {
   const domain = params.get("domain") || "";
@@ -106,16 +106,3 @@ export async function alertsView(params) {
   );
 }
 
-/** The next-page button of a paged list: `load(continuation)` draws the next page. */
-function moreButton(more, continuation, load, label) {
-  clear(more);
-  if (!continuation) return;
-  const onclick = async () => {
-    try {
-      await load(continuation);
-    } catch (error) {
-      more.append(problem(error));
-    }
-  };
-  more.append(h("button", { type: "button", onclick }, label));
-}

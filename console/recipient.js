@@ -9,6 +9,7 @@ import {
   messageLink,
   facts,
   h,
+  moreButton,
   problem,
   table,
   text,
@@ -60,24 +61,17 @@ function drawHistory(rows, more, address, page, earlier) {
       "Nothing was sent to this address (that this app knows of).",
     ),
   );
-  clear(more);
-  if (page.continuation) {
-    more.append(
-      h(
-        "button",
-        {
-          type: "button",
-          onclick: async () => {
-            const next = await api(
-              `recipients/${encodeURIComponent(address)}/emails?limit=20&continuation=${encodeURIComponent(page.continuation)}`,
-            );
-            drawHistory(rows, more, address, next, items);
-          },
-        },
-        "Older messages",
-      ),
-    );
-  }
+  moreButton(
+    more,
+    page.continuation,
+    async (continuation) => {
+      const next = await api(
+        `recipients/${encodeURIComponent(address)}/emails?limit=20&continuation=${encodeURIComponent(continuation)}`,
+      );
+      drawHistory(rows, more, address, next, items);
+    },
+    "Older messages",
+  );
 }
 
 function drawSuppression(box, address, state) {

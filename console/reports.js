@@ -3,7 +3,7 @@
 // another origin); every number drawn is also there as text (labels, role="img" names, tables).
 
 import { api, withQuery } from "./api.js";
-import { duration, h, svg, text } from "./dom.js";
+import { duration, h, svg, tableIn, text } from "./dom.js";
 
 const WINDOWS = {
   "24h": { label: "Last 24 hours", hours: 24, series: "hour" },
@@ -153,23 +153,12 @@ function numbers(caption, columns, rows) {
     "details",
     { class: "numbers" },
     h("summary", {}, "The numbers"),
-    h(
-      "div",
-      // may scroll sideways inside its card: focusable, so a keyboard can scroll it too
+    // may scroll sideways inside its card: focusable, so a keyboard can scroll it too
+    tableIn(
       { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
-      h(
-        "table",
-        {},
-        h("caption", { class: "visually-hidden" }, caption),
-        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
-        h(
-          "tbody",
-          {},
-          rows.map((cells) =>
-            h("tr", {}, cells.map((cell, i) => h("td", { "data-label": columns[i] }, cell))),
-          ),
-        ),
-      ),
+      caption,
+      columns,
+      rows,
     ),
   );
 }
