@@ -191,12 +191,9 @@ def message_facts() -> MessageFacts:
 @cache
 def outcome_feed() -> OutcomeFeed:
     from shared.app.outcome_feed import OutcomeFeed
-    from shared.core.alerts import AddressMode, AddressPolicy
 
     settings = get_settings()
-    shown = AddressPolicy(
-        AddressMode(settings.outcome_event_addresses), settings.address_hash_key.encode()
-    )
+    shown = settings.address_policy(settings.outcome_event_addresses)
     return OutcomeFeed(outcome_log(), message_facts(), shown)
 
 

@@ -43,9 +43,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SUBJECT_MESSAGE_ID = re.compile(r"/message/([^/]+)/?$")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # json.loads pairs valid ones: these are lone
-# A Table key holds 1 KiB (512 UTF-16 units); the longest key an event makes is the timeline
-# row `t|<address>|<event id>` in the message's partition.
-MAX_KEY_UNITS = 512
 # Report times before this, or past what datetime can hold, are not times ACS sends.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # clock skew we accept before using the receipt time
@@ -226,15 +223,11 @@ def _engagement(
 
 
 def _check_keys(address: str, message_id: str, event_id: str) -> None:
-    """Every key the event makes must fit a Table key (1 KiB)."""
+    """Every key the event makes must fit a Table key (1 KiB); the longest is the timeline row
+    `t|<address>|<event id>` in the message's partition."""
     longest = keys.timeline_row(keys.address_key(address), event_id)
-    if utf16_units(longest) > MAX_KEY_UNITS or utf16_units(keys.message_key(message_id)) > 512:
+    if not keys.fits(longest) or not keys.fits(keys.message_key(message_id)):
         raise MalformedEvent("recipient or ids too long for a storage key once escaped")
-
-
-def utf16_units(text: str) -> int:
-    """The length Table Storage counts: UTF-16 code units (a non-BMP character is two)."""
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
 def _occurred_at(

@@ -88,10 +88,12 @@ class Settings:
     # deleted by the hourly purge (README: security and data); the suppression list is kept.
     retention_days: int
 
-    def address_policy(self) -> AddressPolicy:
+    def address_policy(self, mode: str | None = None) -> AddressPolicy:
+        """How alerts (ALERT_ADDRESSES, by default) or another feed show an address."""
         from shared.core.alerts import AddressMode, AddressPolicy
 
-        return AddressPolicy(AddressMode(self.alert_addresses), self.address_hash_key.encode())
+        shown = AddressMode(mode or self.alert_addresses)
+        return AddressPolicy(shown, self.address_hash_key.encode())
 
     def rate_policy(self) -> RatePolicy:
         from shared.core.rates import RatePolicy, Thresholds
