@@ -193,3 +193,54 @@ def test_off_when_no_topic(app_env: dict[str, str], monkeypatch: pytest.MonkeyPa
 
 def _no_identity() -> Any:
     raise AssertionError("a key is configured: no managed identity needed")
+
+
+def test_a_report_of_our_send_costs_its_status_row_and_one_write_per_projection(
+    env: str, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accept copies size, tags and metadata into each status row, so recording a report
+    of our send reads no message row; the outcome event is one publish and one record write
+    (no `$batch`, nothing pending)."""
+    from urllib.parse import urlsplit
+
+    from azure.data.tables import TableServiceClient
+
+    from shared.edge.messages import RowCache
+
+    from .send_harness import SANDBOX_SETTINGS, post
+
+    for name, value in SANDBOX_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    services.reset()
+    requests: list[tuple[str, str]] = []
+
+    def hook(response: Any) -> None:
+        table = urlsplit(response.http_request.url).path.split("/")[2].split("(")[0]
+        requests.append((response.http_request.method, table.removeprefix(app_env["TABLE_PREFIX"])))
+
+    services.clients().table_service = TableServiceClient.from_connection_string(
+        app_env["AzureWebJobsStorage"], raw_request_hook=hook
+    )
+    rcpt = "gina@example.com"
+    body = {
+        "to": [{"address": rcpt}],
+        "subject": "Receipt",
+        "plainText": "Thanks",
+        "tags": {"kind": "receipt"},
+        "metadata": {"orderId": "42"},
+    }
+    reply = post(body)
+    assert reply.status == 202, reply.body
+    mid = reply.body["messageId"]
+    services.message_store().cache = RowCache(0)  # another instance: nothing cached
+    services.reports()  # every projection's table created before counting
+    requests.clear()
+    record_event(delivery_event(mid, rcpt, "Delivered", 3))
+    (event,) = sink(env, 1)
+    assert event["data"]["tags"] == {"kind": "receipt"}
+    assert event["data"]["metadata"] == {"orderId": "42"}
+    assert ("GET", "Messages") in requests
+    assert requests.count(("GET", "Messages")) == 1  # the status row, not the message row
+    assert ("PUT", "OutcomeEvents") in requests
+    assert not [r for r in requests if r[0] == "POST"]  # no `$batch`, no create
+    assert not [r for r in requests if r[1] == "OutcomeEvents" and r[0] != "PUT"]

@@ -172,14 +172,21 @@ def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[s
     assert moved["PartitionKey"].startswith(privacy.day_of(datetime.now(UTC)))
 
 
-def test_outcome_events_are_found_by_day_without_reading_the_records(env: dict[str, str]) -> None:
+def test_outcome_events_are_found_by_hour_without_reading_the_records(
+    env: dict[str, str],
+) -> None:
     bounce(str(uuid.uuid4()), GONE)
     rows = table(env, "OutcomeEvents")
-    days = [r for r in rows if r["RowKey"].startswith("d|")]
-    records = [r for r in rows if r["RowKey"].startswith("e|")]
-    assert days
-    assert len(days) == len(records)
-    assert all(d["RowKey"].startswith(f"d|{privacy.day_of(datetime.now(UTC))}|") for d in days)
+    # Nothing listens in this env: the event waits in the pending partition, filed by its hour.
+    (pending,) = [r for r in rows if r["PartitionKey"] == "pending"]
+    at = datetime.fromisoformat(json.loads(pending["event"])["time"])
+    assert pending["hour"] == at.astimezone(UTC).strftime("%Y%m%d%H")
+    # Retention is one key range: an hour before the cutoff, and pending rows of such hours.
+    assert (
+        services.privacy().purge(datetime.now(UTC) + timedelta(days=60)).get("outcomeEvents", 0)
+        == 0
+    )
+    assert table(env, "OutcomeEvents")
 
 
 # --- erasure ----------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ decide outcomes ourselves, and read newest first by `GET /api/emails`; plus reso
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +28,7 @@ from shared.core.replies import Document
 from shared.core.status import Status
 
 if TYPE_CHECKING:
+    from shared.app.deliverability import MessageFacts
     from shared.core.classification import Classification
     from shared.core.events import DeliveryReport, EngagementReport
     from shared.edge.activity import ActivityIndex
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 # Our own outcomes as status rows record them (eventId of the fact that decided the row).
 _OWN_EVENTS = {"accept": "accept", "send-failed": "send"}
 _OWN_STATUSES = frozenset({Status.SUPPRESSED.value, Status.FAILED.value})
-_TAGS_REMEMBERED = 4_096
 # One search reads at most this many (hour × every shard) rounds, then answers with what it
 # has and a continuation: a narrow filter over a busy window cannot make one request scan it all.
 MAX_ROUNDS = 24
@@ -60,11 +58,10 @@ class ActivityFeed:
     """Writes the index: told about every delivery report (`Projection`), and about the
     outcomes we decide (`own_outcomes`: suppressed at accept, send failed for good)."""
 
-    def __init__(self, index: ActivityIndex, store: MessageStore) -> None:
+    def __init__(self, index: ActivityIndex, store: MessageStore, facts: MessageFacts) -> None:
         self.index = index
         self.store = store
-        self._tags: OrderedDict[str, Mapping[str, str] | None] = OrderedDict()
-        self._lock = threading.Lock()
+        self.facts = facts
 
     def delivery_recorded(
         self, report: DeliveryReport, classification: Classification, result: Recorded
@@ -128,21 +125,11 @@ class ActivityFeed:
     def _message_tags(
         self, message_id: str, status_row: Mapping[str, Any] | None
     ) -> Mapping[str, str] | None:
-        """The tags the sender gave our send API (in the message row); none for mail sent
-        straight through ACS (its status row has no `acceptedAt`): no read then."""
+        """The tags the sender gave our send API; none for mail sent straight through ACS (its
+        status row has no `acceptedAt`): no read then, nor for rows our accept copied them to."""
         if not status_row or not status_row.get("acceptedAt"):
             return None
-        with self._lock:
-            if message_id in self._tags:
-                self._tags.move_to_end(message_id)
-                return self._tags[message_id]
-        summary = self.store.message(message_id)
-        tags = _json_map((summary or {}).get("tags"))
-        with self._lock:
-            self._tags[message_id] = tags
-            if len(self._tags) > _TAGS_REMEMBERED:
-                self._tags.popitem(last=False)
-        return tags
+        return _json_map((self.facts.summary(message_id, status_row) or {}).get("tags"))
 
 
 class Activity:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
     from shared.edge.messages import MessageStore, Recorded
 
+# What the message row says that reports do not; our accept copies them into every status row.
+FACTS = ("sizeBytes", "tags", "metadata")
 MAX_WINDOW = timedelta(days=90)
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_GROUPS = 90 * 24  # an hourly series over the longest window
@@ -68,13 +70,19 @@ class MessageFacts:
         self._rows: OrderedDict[str, Mapping[str, Any] | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def summary(self, message_id: str) -> Mapping[str, Any] | None:
+    def summary(
+        self, message_id: str, status_row: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """Size, tags and metadata: copied into each status row by our accept (`FACTS`), so a
+        report of our send needs no read; rows written before that read the message row."""
+        if status_row is not None and all(k in status_row for k in FACTS):
+            return {k: status_row.get(k) for k in FACTS}
         with self._lock:
             if message_id in self._rows:
                 self._rows.move_to_end(message_id)
                 return self._rows[message_id]
         row = self.store.message(message_id)
-        kept = None if row is None else {k: row.get(k) for k in ("sizeBytes", "tags", "metadata")}
+        kept = None if row is None else {k: row.get(k) for k in FACTS}
         with self._lock:
             self._rows[message_id] = kept
             while len(self._rows) > self.capacity:

@@ -271,6 +271,12 @@ class Sending:
         suppressed: Mapping[str, Suppression],
         now: datetime,
     ) -> list[dict[str, Any]]:
+        facts = {
+            "sizeBytes": request.size,
+            # "" for none (kept by the table, unlike None: the row says it has no labels)
+            "tags": json.dumps(dict(request.tags)) if request.tags else "",
+            "metadata": json.dumps(dict(request.metadata)) if request.metadata else "",
+        }
         rows = []
         for recipient in request.recipients:
             sup = suppressed.get(recipient.key)
@@ -284,9 +290,10 @@ class Sending:
             )
             row = apply_fact(None, fact, recipient.address, message_id)
             assert row is not None
-            # sizeBytes rides along in the row (later facts keep it): the deliverability
-            # rollups group by size without reading the message row for every report.
-            rows.append({**row, "updatedAt": iso(now), "sizeBytes": request.size})
+            # Size, tags and metadata ride along in the row (later facts keep them): the
+            # projections of a report (rollups, outcome events, activity) need no read of the
+            # message row (`deliverability.FACTS`).
+            rows.append({**row, "updatedAt": iso(now), **facts})
         return rows
 
     def _finish_accept(

@@ -221,7 +221,7 @@ def reports() -> ReportRecorder:
 def activity_feed() -> ActivityFeed:
     from shared.app.activity import ActivityFeed
 
-    return ActivityFeed(activity_index(), message_store())
+    return ActivityFeed(activity_index(), message_store(), message_facts())
 
 
 @cache

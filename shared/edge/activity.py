@@ -12,24 +12,28 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import TableServiceClient
 
 from shared.core import keys
 from shared.core.activity import DIRECTORY, internet_id_key, partition, storable
+from shared.edge.group_commit import GroupCommit
 from shared.edge.tables import (
     FANOUT,
-    clean,
     delete_entities,
     query_keys,
     run_together,
     storage_errors,
+    upsert_many,
 )
 
+# An outcome row, its hour's shard count, and its Message-ID link (or None).
+_Item = tuple[Mapping[str, Any], int, Mapping[str, Any] | None]
+MAX_GROUP = 100  # outcome rows per group commit (a `$batch` holds 100 rows of one partition)
 _REMEMBERED = 4_096  # directory marks and Message-ID links this process knows it wrote
 _EMPTY_PAGES = 8  # empty pages with a continuation followed before giving up on a shard
 
@@ -66,6 +70,7 @@ class ActivityIndex:
         self.internet_ids = service.get_table_client(f"{prefix}InternetMessageIds")
         self._marked = _Seen()
         self._linked = _Seen()
+        self._commit: GroupCommit[_Item] = GroupCommit(self._write_group, MAX_GROUP)
 
     def create_tables(self) -> None:
         for table in (self.table, self.internet_ids):
@@ -76,37 +81,43 @@ class ActivityIndex:
 
     def put(self, entity: Mapping[str, Any], shards: int, link: Mapping[str, Any] | None) -> None:
         """Write one outcome row, mark its hour in the directory, and (`link`) its Message-ID
-        row, together. Each is an upsert of a row fully determined by the event: a
-        redelivery writes the same rows again."""
-        bucket = str(entity["PartitionKey"]).split("|", 1)[0]
-        calls: list[Any] = [(self._upsert, (self.table, entity))]
-        if self._marked.add(bucket):
-            mark = {"PartitionKey": DIRECTORY, "RowKey": bucket, "shards": shards}
-            calls.append((self._upsert_or_forget, (self._marked, bucket, self.table, mark)))
-        if link is not None:
-            row = {
-                "PartitionKey": internet_id_key(str(link["internetMessageId"])),
-                "RowKey": keys.message_key(str(link["messageId"])),
-                "internetMessageId": storable(link["internetMessageId"]),
-                "messageId": storable(link["messageId"], 256),
-            }
-            if self._linked.add(f"{row['PartitionKey']}|{row['RowKey']}"):
+        row; returns once written. Each is an upsert of a row fully determined by the event (a
+        redelivery writes the same rows again), so concurrent callers' rows go out together
+        (`GroupCommit`: one `$batch` per partition when a busy moment fills one)."""
+        self._commit.submit((entity, shards, link))
+
+    def _write_group(self, items: Sequence[_Item]) -> None:
+        rows: list[Mapping[str, Any]] = []
+        links: list[Mapping[str, Any]] = []
+        marked: list[str] = []
+        linked: list[str] = []
+        for entity, shards, link in items:
+            rows.append(entity)
+            bucket = str(entity["PartitionKey"]).split("|", 1)[0]
+            if self._marked.add(bucket):
+                marked.append(bucket)
+                rows.append({"PartitionKey": DIRECTORY, "RowKey": bucket, "shards": shards})
+            if link is not None:
+                row = {
+                    "PartitionKey": internet_id_key(str(link["internetMessageId"])),
+                    "RowKey": keys.message_key(str(link["messageId"])),
+                    "internetMessageId": storable(link["internetMessageId"]),
+                    "messageId": storable(link["messageId"], 256),
+                }
                 key = f"{row['PartitionKey']}|{row['RowKey']}"
-                calls.append((self._upsert_or_forget, (self._linked, key, self.internet_ids, row)))
-        run_together(calls)
-
-    @staticmethod
-    def _upsert(table: Any, entity: Mapping[str, Any]) -> None:
-        with storage_errors():
-            table.upsert_entity(clean(entity), mode=UpdateMode.REPLACE)
-
-    def _upsert_or_forget(
-        self, seen: _Seen, key: str, table: Any, entity: Mapping[str, Any]
-    ) -> None:
+                if self._linked.add(key):
+                    linked.append(key)
+                    links.append(row)
         try:
-            self._upsert(table, entity)
+            run_together(
+                [(upsert_many, (self.table, rows))]
+                + ([(upsert_many, (self.internet_ids, links))] if links else [])
+            )
         except Exception:
-            seen.forget(key)  # not written after all: the redelivery must write it
+            for bucket in marked:  # not written after all: the redelivery must write them
+                self._marked.forget(bucket)
+            for key in linked:
+                self._linked.forget(key)
             raise
 
     # --- reads --------------------------------------------------------------------------

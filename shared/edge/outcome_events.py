@@ -1,32 +1,44 @@
-"""Outcome events in Table Storage and publishing them to the apps' Event Grid topic (edge).
+"""Outcome events: published to the apps' Event Grid topic in group commits, then remembered
+(edge). The alert log's design (record, publish, timer retries) turned around for the rate of
+reports: on the common path an event costs a share of one publish request and of one write.
 
-The alert log's design (record, then publish; pending retried by a timer), laid out for a
-higher rate. Table `<p>OutcomeEvents`, PartitionKey = the event id's first hex digit (16
-partitions): `e|<id>` is the record (created once: 409 = this change was recorded before) and
-`p|<id>` the pending marker, created in the same transaction. A publish that went out deletes
-the marker and marks the record published, in one transaction; one that failed leaves the
-marker, and the `publish_pending_outcome_events` timer reads only markers (a RowKey range), so
-its cost follows what is pending, not what was ever sent. Publishing is at least once under one
-CloudEvents id: a crash between the send and the marker's deletion republishes the same id.
-`d|<UTC day>|<id>`, created in the same transaction, is the retention purge's way in: one
-RowKey range per partition finds the days past RETENTION_DAYS without scanning the records.
+Table `<p>OutcomeEvents`:
+- PartitionKey = the UTC hour of the outcome (`YYYYMMDDHH`, from the event, so a redelivery finds
+  the same row), RowKey `e|<id>`: this event was published. Written right after the publish, in
+  the same group commit (one `$batch` per hour for a busy group). A redelivery of the report
+  that decided the outcome reads it (a point read, only then) to know whether the event went
+  out: one event per change, except that a crash between the publish and this write publishes
+  the same id again on redelivery (subscribers deduplicate on the CloudEvents id).
+- PartitionKey `pending`, RowKey = id: events whose publish failed, with the CloudEvent; the
+  `publish_pending_outcome_events` timer retries them, writes their `e|` record and deletes them
+  once out. So a failed publish never fails the report, and its cost follows what is pending.
+Retention is one PartitionKey range (hours before the cutoff); `pending` sorts after every hour.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.core.feed import OutcomeEvent
 from shared.core.state import iso
-from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
+from shared.edge.group_commit import GroupCommit
+from shared.edge.tables import (
+    delete_entities,
+    query_keys,
+    read_entity,
+    run_together,
+    storage_errors,
+    to_cloud_event,
+    upsert_many,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -34,10 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING, PUBLISHED = "pending", "published"
-RECORD, MARKER, DAY = "e|", "p|", "d|"
-PARTITIONS = "0123456789abcdef"
-PUBLISH_BATCH = 50  # events per Event Grid request from the timer (1 MB per request at most)
+RECORD = "e|"
+PENDING_PARTITION = "pending"
+PUBLISH_BATCH = 50  # events per Event Grid request (1 MB per request at most; ours are small)
 
 
 def build_publisher(
@@ -56,136 +67,136 @@ def build_publisher(
     return EventGridPublisherClient(endpoint, auth, retry_total=1, connection_timeout=5)
 
 
+def _hour(event: OutcomeEvent) -> str:
+    return event.time.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+def _record(event: OutcomeEvent, published: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": _hour(event),
+        "RowKey": RECORD + event.id,
+        "type": event.type.value,
+        "messageId": event.data.get("messageId"),
+        "publishedAt": published,
+    }
+
+
 class OutcomeLog:
     def __init__(
         self, service: TableServiceClient, prefix: str, publisher: EventGridPublisherClient
     ) -> None:
         self.table = service.get_table_client(f"{prefix}OutcomeEvents")
         self.publisher = publisher
+        self._commit = GroupCommit(self._publish_group, PUBLISH_BATCH)
 
     def create_table(self) -> None:
         with storage_errors(), suppress(ResourceExistsError):
             self.table.create_table()
 
+    def publish(self, event: OutcomeEvent) -> None:
+        """Publish `event` with whatever other callers publish at the same moment; returns once
+        it is out and recorded, or kept pending for the timer (a failed publish)."""
+        self._commit.submit(event)
+
     def record(self, event: OutcomeEvent) -> bool:
-        """Record, then try to publish. False when this change had been recorded already."""
-        pk = event.id[0]
-        body = json.dumps(event.cloud_event(), ensure_ascii=False)
-        now = iso(datetime.now(UTC))
-        ops: list[Any] = [
-            (
-                "create",
-                {
-                    "PartitionKey": pk,
-                    "RowKey": RECORD + event.id,
-                    "type": event.type.value,
-                    "messageId": event.data.get("messageId"),
-                    "publishState": PENDING,
-                    "recordedAt": now,
-                },
-            ),
-            (
-                "create",
-                {"PartitionKey": pk, "RowKey": MARKER + event.id, "event": body, "attempts": 0},
-            ),
-            ("upsert", {"PartitionKey": pk, "RowKey": f"{DAY}{now[:10]}|{event.id}"}),
-        ]
-        try:
-            with storage_errors():
-                self.table.submit_transaction(ops)
-        except TableTransactionError as exc:
-            if exc.status_code == 409:
-                return False
-            raise
-        self._publish([{"PartitionKey": pk, "RowKey": MARKER + event.id, "event": body}])
+        """Publish `event` unless it went out (or waits to) before; False then."""
+        if self.published_before(event):
+            return False
+        self.publish(event)
         return True
+
+    def published_before(self, event: OutcomeEvent) -> bool:
+        found = [False, False]
+
+        def read(n: int, pk: str, rk: str) -> None:
+            found[n] = read_entity(self.table, pk, rk) is not None
+
+        run_together(
+            [
+                (read, (0, _hour(event), RECORD + event.id)),
+                (read, (1, PENDING_PARTITION, event.id)),
+            ]
+        )
+        return any(found)
+
+    def _publish_group(self, events: Sequence[OutcomeEvent]) -> None:
+        unique = list({event.id: event for event in events}.values())
+        try:
+            self.publisher.send([to_cloud_event(e.cloud_event()) for e in unique])
+        except AzureError as exc:
+            log.warning(
+                "%d outcome event(s) not published yet (%s)", len(unique), type(exc).__name__
+            )
+            upsert_many(self.table, [_pending(e, type(exc).__name__) for e in unique])
+            return
+        published = iso(datetime.now(UTC))
+        upsert_many(self.table, [_record(e, published) for e in unique])
 
     def publish_pending(self) -> int:
         """Publish every pending event; returns how many went out."""
+        rows = self.pending()
         sent = 0
-        for pk in PARTITIONS:
-            query = f"PartitionKey eq '{pk}' and RowKey ge '{MARKER}' and RowKey lt 'p}}'"
-            with storage_errors():
-                rows = [dict(r) for r in self.table.query_entities(query)]
-            for start in range(0, len(rows), PUBLISH_BATCH):
-                sent += self._publish(rows[start : start + PUBLISH_BATCH])
+        for start in range(0, len(rows), PUBLISH_BATCH):
+            chunk = rows[start : start + PUBLISH_BATCH]
+            events = [json.loads(row["event"]) for row in chunk]
+            try:
+                self.publisher.send([to_cloud_event(e) for e in events])
+            except AzureError as exc:
+                log.warning(
+                    "%d outcome event(s) not published yet (%s)", len(chunk), type(exc).__name__
+                )
+                error = type(exc).__name__
+                for row in chunk:
+                    row.update(attempts=int(row.get("attempts", 0)) + 1, lastError=error)
+                upsert_many(self.table, chunk)
+                continue
+            published = iso(datetime.now(UTC))
+            records = [
+                {
+                    "PartitionKey": str(row.get("hour")),
+                    "RowKey": RECORD + str(row["RowKey"]),
+                    "type": e.get("type"),
+                    "messageId": (e.get("data") or {}).get("messageId"),
+                    "publishedAt": published,
+                }
+                for row, e in zip(chunk, events, strict=True)
+            ]
+            upsert_many(self.table, records)
+            delete_entities(self.table, [(PENDING_PARTITION, str(r["RowKey"])) for r in chunk])
+            sent += len(chunk)
         return sent
 
-    def _publish(self, markers: list[dict[str, Any]]) -> int:
-        events = [json.loads(m["event"]) for m in markers]
-        try:
-            self.publisher.send([to_cloud_event(e) for e in events])
-        except AzureError as exc:
-            log.warning(
-                "%d outcome event(s) not published yet (%s)", len(events), type(exc).__name__
-            )
-            for marker in markers:
-                update = {
-                    "PartitionKey": marker["PartitionKey"],
-                    "RowKey": marker["RowKey"],
-                    "attempts": int(marker.get("attempts", 0)) + 1,
-                    "lastError": type(exc).__name__,
-                }
-                with storage_errors():
-                    self.table.upsert_entity(update, mode=UpdateMode.MERGE)
-            return 0
-        published = iso(datetime.now(UTC))
-        for marker in markers:
-            pk, event_id = marker["PartitionKey"], marker["RowKey"][len(MARKER) :]
-            ops: list[Any] = [
-                ("delete", {"PartitionKey": pk, "RowKey": marker["RowKey"]}),
-                (
-                    "upsert",
-                    {
-                        "PartitionKey": pk,
-                        "RowKey": RECORD + event_id,
-                        "publishState": PUBLISHED,
-                        "publishedAt": published,
-                    },
-                    {"mode": UpdateMode.MERGE},
-                ),
-            ]
-            try:
-                with storage_errors():
-                    self.table.submit_transaction(ops)
-            except TableTransactionError as exc:
-                if exc.status_code != 404:  # 404: another run finished it first
-                    raise
-        return len(markers)
-
     def pending(self) -> list[dict[str, Any]]:
-        """Every event not yet published (its marker row, which holds the CloudEvent)."""
-        rows: list[dict[str, Any]] = []
-        for pk in PARTITIONS:
-            query = f"PartitionKey eq '{pk}' and RowKey ge '{MARKER}' and RowKey lt 'p}}'"
-            with storage_errors():
-                rows += [dict(r) for r in self.table.query_entities(query)]
-        return rows
+        """Every event not yet published (its row holds the CloudEvent)."""
+        with storage_errors():
+            rows = self.table.query_entities(f"PartitionKey eq '{PENDING_PARTITION}'")
+            return [dict(r) for r in rows]
 
     def replace(self, row: dict[str, Any]) -> None:
         with storage_errors():
             self.table.upsert_entity(row, mode=UpdateMode.REPLACE)
 
     def purge_before(self, before_day: str, limit: int) -> int:
-        """Delete the events recorded on days before `before_day` (record, day row and a
-        marker still pending), up to `limit` events; returns how many events went."""
-        gone = 0
-        for pk in PARTITIONS:
-            if gone >= limit:
-                break
-            query = f"PartitionKey eq '{pk}' and RowKey ge '{DAY}' and RowKey lt 'd|{before_day}'"
-            days = query_keys(self.table, query, limit - gone)
-            if not days:
-                continue
-            ids = {str(day["RowKey"]).rsplit("|", 1)[1] for day in days}
-            # Markers exist only while pending (few): delete those of these events, if any.
-            pending = query_keys(
-                self.table, f"PartitionKey eq '{pk}' and RowKey ge '{MARKER}' and RowKey lt 'p}}'",
-                10_000,
-            )  # fmt: skip
-            rows = [(pk, m["RowKey"]) for m in pending if m["RowKey"][len(MARKER) :] in ids]
-            rows += [(pk, RECORD + event_id) for event_id in ids]
-            rows += [(pk, day["RowKey"]) for day in days]
-            delete_entities(self.table, rows)
-            gone += len(days)
-        return gone
+        """Delete the events of days before `before_day` (`YYYY-MM-DD`): records by hour
+        partition, and pending events of those days; up to `limit` rows. Returns how many."""
+        hour = before_day.replace("-", "") + "00"
+        rows = query_keys(self.table, f"PartitionKey lt '{hour}'", limit)
+        if len(rows) < limit:
+            rows += query_keys(
+                self.table,
+                f"PartitionKey eq '{PENDING_PARTITION}' and hour lt '{hour}'",
+                limit - len(rows),
+            )
+        return delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
+
+
+def _pending(event: OutcomeEvent, error: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": PENDING_PARTITION,
+        "RowKey": event.id,
+        "hour": _hour(event),
+        "event": json.dumps(event.cloud_event(), ensure_ascii=False),
+        "attempts": 1,
+        "lastError": error,
+        "recordedAt": iso(datetime.now(UTC)),
+    }
