@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from shared.edge.suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
+# Threads for a report's projections beyond the first (which runs on the caller's thread).
+_PROJECTING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="projections")
 
 
 class EventOutcome(StrEnum):
@@ -110,16 +113,32 @@ class ReportRecorder:
             self._alert(parsed, classification)
             if not result.duplicate:  # counted at most once (see shared/edge/senders.py)
                 self._count(parsed, classification, result.previous)
-            for projection in self.projections:
-                projection.delivery_recorded(parsed, classification, result)
+            self._project(
+                lambda projection: projection.delivery_recorded(parsed, classification, result)
+            )
         else:
             assert isinstance(parsed, EngagementReport)
             result = self.store.record_engagement(parsed)
-            for projection in self.projections:
-                projection.engagement_recorded(parsed, result)
+            self._project(lambda projection: projection.engagement_recorded(parsed, result))
         outcome = EventOutcome.DUPLICATE if result.duplicate else EventOutcome.RECORDED
         self._log_recorded(parsed, outcome, result.changed)
         return outcome
+
+    def _project(self, tell: Callable[[Projection], None]) -> None:
+        """Tell every projection, at once: each writes its own rows (the outcome feed publishes
+        and records, the activity index writes), so a report waits for the slowest, not the sum.
+        Their own pool, not the storage fan-out pool: a projection may wait in a group commit
+        whose leader needs that pool."""
+        if not self.projections:
+            return
+        first, *rest = self.projections
+        pending = [_PROJECTING.submit(tell, projection) for projection in rest]
+        try:
+            tell(first)
+        finally:
+            wait(pending)
+        for future in pending:
+            future.result()
 
     def _quarantine(self, raw: Mapping[str, Any], reason: str) -> EventOutcome:
         event_id = raw.get("id") if isinstance(raw, Mapping) else None

@@ -202,10 +202,11 @@ def reports() -> ReportRecorder:
     from shared.app.deliverability import DeliverabilityProjection
     from shared.app.reports import Projection, ReportRecorder
 
+    # Told at once (the first on the report's own thread): the two that write first.
     projections: list[Projection] = [
-        DeliverabilityProjection(rollups(), message_facts()),
-        outcome_feed(),
         activity_feed(),
+        outcome_feed(),
+        DeliverabilityProjection(rollups(), message_facts()),
     ]
     return ReportRecorder(
         get_settings(),

@@ -29,6 +29,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.core.feed import OutcomeEvent
 from shared.core.state import iso
+from shared.edge.clients import transport_options
 from shared.edge.group_commit import GroupCommit
 from shared.edge.tables import (
     delete_entities,
@@ -64,7 +65,9 @@ def build_publisher(
     else:
         auth = credential()
     # One quick retry inline; the timer does the patient retrying.
-    return EventGridPublisherClient(endpoint, auth, retry_total=1, connection_timeout=5)
+    return EventGridPublisherClient(
+        endpoint, auth, retry_total=1, connection_timeout=5, **transport_options()
+    )
 
 
 def _hour(event: OutcomeEvent) -> str:
