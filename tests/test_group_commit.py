@@ -112,5 +112,5 @@ def test_a_failed_write_fails_its_callers_only() -> None:
     assert outcomes == {0: "ok", 1: "storage said no", 2: "storage said no"}
     commit.submit(3)  # the committer is usable again
     assert calls[-1] == [3]
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="x"):
         GroupCommit(lambda items: (_ for _ in ()).throw(OSError("x"))).submit(1)
