@@ -57,11 +57,22 @@ def _record(store: MessageStore, event: dict[str, Any]) -> Any:
 
 
 def _final(store: MessageStore, message_id: str) -> dict[str, Any]:
-    """Every row of the message, minus what legitimately differs (write times, etags)."""
-    rows = {}
+    """Every row of the message, minus what legitimately differs (write times, etags), and
+    every recipient-index and retention (Expiry) entry naming it: those must not depend on the
+    order of events either. (An Expiry partition's shard digit hashes the message id: the day
+    is what is compared.)"""
+    rows: dict[str, Any] = {}
     for row in store.message_rows(message_id):
         rows[row["RowKey"]] = {
             k: v for k, v in row.items() if k not in {"updatedAt", "recordedAt", "Timestamp"}
+        }
+    named = f"messageId eq '{message_id}'"
+    for entry in store.index.query_entities(named):
+        rows[f"index {entry['PartitionKey']} {entry['RowKey']}"] = dict(entry)
+    for entry in store.expiry.query_entities(named):
+        day = str(entry["PartitionKey"]).rpartition("|")[0]
+        rows[f"expiry {day} {entry['RowKey']}"] = {
+            k: v for k, v in entry.items() if k != "PartitionKey"
         }
     return rows
 
