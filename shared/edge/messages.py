@@ -8,7 +8,9 @@ Tables (names prefixed by TABLE_PREFIX, default "Email"):
   and rows written before events were embedded), `g|<addr>` (engagement counters). A lookup by
   message id is one single-partition query.
 - `<p>RecipientIndex`  PartitionKey = address (lower-cased); RowKey = newest-first time |
-  message id. An address's history is one single-partition range query, paged.
+  message id. An address's history is one single-partition range query, paged. Partition
+  `<address>|g` holds the same per engagement row (earliest engagement): erasure and retention
+  find a recipient known only from opens and clicks by it; the history does not list it.
 - `<p>Quarantine`  PartitionKey = UTC day; events we could not use, with reason and raw payload.
 - `<p>Counters`    PartitionKey = counter family; e.g. unknown event types seen.
 - `<p>Expiry`      PartitionKey = `<UTC day first seen>|<hex digit>`, RowKey = message key: the
