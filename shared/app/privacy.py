@@ -109,7 +109,8 @@ class Privacy:
             return done
         summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
         index = [found for r in rows if (found := _status_index_entry(r)) is not None]
-        for addr in _engaged(rows):  # the entries naming it, strays of a race included
+        for addr, own in _engaged(rows):  # its own entry, and strays of a race naming it
+            index += [(engagement_index_partition(addr), own)]
             index += self.store.engagement_entries(addr, message_id)
         done["recipientIndex"] += self.store.delete_index_rows(index)
         if summary.get("payload") == "blob":
@@ -284,12 +285,12 @@ def _status_index_entry(row: Mapping[str, Any]) -> tuple[str, str] | None:
     return None if addr.startswith(privacy.ERASED_MARK) else (addr, str(row["indexRk"]))
 
 
-def _engaged(rows: list[Any]) -> list[str]:
-    """The address keys of a message's engagement rows that have engagement-index entries
-    (not the message-level row, not erased ones)."""
+def _engaged(rows: list[Any]) -> list[tuple[str, str]]:
+    """(address key, its entry) of a message's engagement rows that have engagement-index
+    entries (not the message-level row, not erased ones)."""
     prefix = f"{keys.ENGAGEMENT_PREFIX}{keys.SEPARATOR}"
     return [
-        addr
+        (addr, str(r["indexRk"]))
         for r in rows
         if (rk := str(r["RowKey"])).startswith(prefix)
         and r.get("indexRk")
