@@ -19,6 +19,7 @@ from shared.app import privacy as privacy_app
 from shared.app import wiring as services
 from shared.core import keys, privacy
 from shared.core.errors import InvalidInput
+from shared.core.state import engagement_index_partition
 
 from .conftest import TEST_HASH_KEY
 from .factories import delivery_event, engagement_event, record_event
@@ -126,7 +127,7 @@ def test_purge_deletes_what_is_past_retention_and_keeps_the_suppression_list(
     done = services.privacy().purge(now + timedelta(days=92))
     assert done["messages"] == 2
     assert done["idempotency"] == 1
-    assert done["recipientIndex"] == 3
+    assert done["recipientIndex"] == 4  # three recipients' histories, one engagement entry
     assert done["alerts"] >= 1
     assert done["quarantine"] == 1
     assert done["outcomeEvents"] >= 1
@@ -172,6 +173,27 @@ def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[s
     assert moved["PartitionKey"].startswith(privacy.day_of(datetime.now(UTC)))
 
 
+def test_an_engagement_only_message_is_purged_after_retention(env: dict[str, str]) -> None:
+    """Opens and clicks of a message no send and no delivery report named (its report lost,
+    or mail sent elsewhere through the same resource) still leave with their message."""
+    message_id = str(uuid.uuid4())
+    record_event(engagement_event(message_id, KEEP, "view", 5))
+    record_event(engagement_event(message_id, KEEP, "click", 9, "https://x.example/a"))
+    record_event(engagement_event(message_id, None, "view", 7))  # names no recipient
+    store = services.message_store()
+    assert len(store.message_rows(message_id)) == 5  # two engagement rows, three markers
+    # An entry a race left beside the row's own (two first engagements at once): it goes too.
+    stray = {"indexRk": keys.newest_first(1, message_id), "address": KEEP}
+    store.write_index(engagement_index_partition(keys.address_key(KEEP)), message_id, stray)
+    now = datetime.now(UTC)
+    assert services.privacy().purge(now + timedelta(days=60)).get("messages", 0) == 0
+    done = services.privacy().purge(now + timedelta(days=92))
+    assert done["messages"] == 1
+    assert done["recipientIndex"] == 2
+    for name in ("Messages", "RecipientIndex", "Expiry"):
+        assert table(env, name) == [], name
+
+
 def test_outcome_events_are_found_by_hour_without_reading_the_records(
     env: dict[str, str],
 ) -> None:
@@ -212,7 +234,7 @@ def test_erasure_removes_the_address_everywhere_and_keeps_outcomes_by_hash(
     assert body["addressHash"] == hashed
     assert body["stillSuppressed"] is True
     erased = body["erased"]
-    assert erased["recipientIndex"] == 2
+    assert erased["recipientIndex"] == 3  # two messages of its history, one engagement entry
     assert erased["quarantine"] == 1
     assert erased["messageRows"] >= 4  # two status rows, an engagement row, a marker row
     assert erased["suppressions"] >= 3  # state, audit trail, domain listing
@@ -288,6 +310,29 @@ def test_a_repeat_answers_the_same_counts_and_finds_what_came_since(env: dict[st
     assert third["thisRequest"]["recipientIndex"] == 1
     assert third["erased"]["recipientIndex"] == first["erased"]["recipientIndex"] + 1
     assert mentioning(env, GONE) == []
+
+
+def test_an_engagement_only_recipient_is_erased(env: dict[str, str]) -> None:
+    """A recipient known only from its opens and clicks: found and erased all the same."""
+    message_id = str(uuid.uuid4())
+    record_event(engagement_event(message_id, GONE, "view", 5))
+    record_event(engagement_event(message_id, GONE.upper(), "click", 9, f"https://x/?u={GONE}"))
+    assert mentioning(env, GONE)
+    status, body = erase(GONE)
+    assert status == 200, body
+    assert body["thisRequest"]["recipientIndex"] == 1
+    assert body["thisRequest"]["messageRows"] == 3  # the engagement row, two marker rows
+    assert mentioning(env, GONE) == []
+    hashed = privacy.erasure_hash(GONE, TEST_HASH_KEY.encode())
+    view = services.lookups().message(message_id)
+    (erased,) = view["recipients"]
+    assert erased["address"] == privacy.erased_key(hashed)
+    assert erased["engagement"]["opens"] == 1
+    assert erased["engagement"]["clicks"] == 1
+    # Erased, the message still leaves with retention (its index entry went with the erasure).
+    done = services.privacy().purge(datetime.now(UTC) + timedelta(days=92))
+    assert done["messages"] == 1
+    assert table(env, "Messages") == []
 
 
 def test_idn_spellings_erase_one_mailbox(env: dict[str, str]) -> None:

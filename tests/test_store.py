@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.core import keys, views
+from shared.core import keys, privacy, views
 from shared.core.classification import classify
 from shared.core.errors import Transient
 from shared.core.events import DeliveryReport, EngagementReport, parse_event
@@ -21,6 +22,7 @@ from shared.core.state import (
     MAX_EMBEDDED_EVENTS,
     Fact,
     embedded_events,
+    engagement_index_partition,
     iso,
     timeline_entry,
 )
@@ -57,11 +59,22 @@ def _record(store: MessageStore, event: dict[str, Any]) -> Any:
 
 
 def _final(store: MessageStore, message_id: str) -> dict[str, Any]:
-    """Every row of the message, minus what legitimately differs (write times, etags)."""
-    rows = {}
+    """Every row of the message, minus what legitimately differs (write times, etags), and
+    every recipient-index and retention (Expiry) entry naming it: those must not depend on the
+    order of events either. (An Expiry partition's shard digit hashes the message id: the day
+    is what is compared.)"""
+    rows: dict[str, Any] = {}
     for row in store.message_rows(message_id):
         rows[row["RowKey"]] = {
             k: v for k, v in row.items() if k not in {"updatedAt", "recordedAt", "Timestamp"}
+        }
+    named = f"messageId eq '{message_id}'"
+    for entry in store.index.query_entities(named):
+        rows[f"index {entry['PartitionKey']} {entry['RowKey']}"] = dict(entry)
+    for entry in store.expiry.query_entities(named):
+        day = str(entry["PartitionKey"]).rpartition("|")[0]
+        rows[f"expiry {day} {entry['RowKey']}"] = {
+            k: v for k, v in entry.items() if k != "PartitionKey"
         }
     return rows
 
@@ -201,7 +214,16 @@ def test_concurrent_writers_lose_nothing(store: MessageStore) -> None:
     status = rows[keys.status_row(keys.address_key(addr))]
     assert status["status"] == "delivered"
     assert status["eventId"] == "winner"
-    assert rows[keys.engagement_row(keys.address_key(addr))]["opens"] == 12
+    engagement = rows[keys.engagement_row(keys.address_key(addr))]
+    assert engagement["opens"] == 12
+    # Racing first engagements each wrote an index entry: the earliest's is there (erasure
+    # finds the recipient by it); one a race left stray names the message too, and retention
+    # deletes every entry naming it (`engagement_entries`).
+    assert engagement["indexAt"] == iso(BASE + timedelta(seconds=200))
+    assert engagement["indexRk"] in _engagement_entries(store, addr)
+    mine = store.engagement_entries(keys.address_key(addr), mid)
+    assert engagement["indexRk"] in [rk for _, rk in mine]
+    assert all(mid in rk for _, rk in mine)
     assert sum(1 for k in rows if k.startswith("t|")) == 12  # engagement events
     assert len(embedded_events(status)) == 13  # every delivery report, none lost
     view = views.message_view(mid, rows.values())
@@ -473,3 +495,97 @@ def test_history_skips_an_index_entry_its_row_does_not_point_to(
 def _status_row(store: MessageStore, mid: str, addr: str) -> dict[str, Any]:
     pk, rk = keys.message_key(mid), keys.status_row(keys.address_key(addr))
     return dict(store.messages.get_entity(pk, rk))
+
+
+def _engagement_entries(store: MessageStore, addr: str) -> list[str]:
+    partition = engagement_index_partition(keys.address_key(addr)).replace("'", "''")
+    return [e["RowKey"] for e in store.index.query_entities(f"PartitionKey eq '{partition}'")]
+
+
+def _engagement(store: MessageStore, event: dict[str, Any]) -> Any:
+    parsed = parse_event(event)
+    assert isinstance(parsed, EngagementReport)
+    return store.record_engagement(parsed)
+
+
+def test_engagement_places_the_recipient_at_its_earliest_engagement(
+    storage_connection_string: str,
+) -> None:
+    """Erasure and retention find a recipient known only from opens and clicks: the first
+    engagement writes its engagement-index entry and the message's Expiry entry beside the
+    row's transaction; a later one writes nothing more; an earlier one moves the entry."""
+    store, requests = _counted_store(storage_connection_string, "G" + uuid.uuid4().hex[:8], 0)
+
+    def trips(event: dict[str, Any]) -> list[str]:
+        requests.clear()
+        _engagement(store, event)
+        return sorted(requests)
+
+    mid, addr = str(uuid.uuid4()), f"eng-{uuid.uuid4().hex[:6]}@example.com"
+    at = {
+        n: keys.newest_first(int((BASE + timedelta(seconds=n)).timestamp() * 1000), mid)
+        for n in (-90_000, 5, 30)
+    }
+    # read, then the transaction ∥ index upsert ∥ Expiry entry
+    assert trips(engagement_event(mid, addr, "view", 30, event_id="late")) == [
+        "GET",
+        "PATCH",
+        "POST",
+        "PUT",
+    ]
+    assert _engagement_entries(store, addr) == [at[30]]
+    assert trips(engagement_event(mid, addr, "click", 60, "https://x/", event_id="later")) == [
+        "GET",
+        "POST",
+    ]
+    # An earlier one the same day: the entry moves (the Expiry day stays).
+    assert trips(engagement_event(mid, addr, "view", 5, event_id="early")) == [
+        "DELETE",
+        "GET",
+        "PATCH",
+        "POST",
+    ]
+    assert _engagement_entries(store, addr) == [at[5]]
+    # A day earlier still: the entry moves and the message is filed under that day too.
+    assert trips(engagement_event(mid, addr, "view", -90_000, event_id="eve")) == [
+        "DELETE",
+        "GET",
+        "PATCH",
+        "POST",
+        "PUT",
+    ]
+    assert _engagement_entries(store, addr) == [at[-90_000]]
+    days = sorted(
+        str(e["PartitionKey"])[:10] for e in store.expiry.query_entities(f"messageId eq '{mid}'")
+    )
+    assert days == sorted({privacy.day_of(BASE - timedelta(seconds=90_000)), privacy.day_of(BASE)})
+    # A redelivered later event: the read and the refused marker, nothing written.
+    assert trips(engagement_event(mid, addr, "view", 5, event_id="early")) == ["GET", "GET", "POST"]
+    # The history (status rows' partition) is as before: no send or report named the address.
+    assert store.recipient_history(addr, 10, None)[0] == []
+    # No recipient named: the message is filed for retention, nothing is indexed.
+    other = str(uuid.uuid4())
+    assert trips(engagement_event(other, None, "view", 5)) == ["GET", "POST", "PUT"]
+    assert [e["messageId"] for e in store.expiry.query_entities(f"messageId eq '{other}'")] == [
+        other
+    ]
+
+
+def test_redelivered_placing_engagement_heals_a_lost_index_write(store: MessageStore) -> None:
+    """The row is committed before (or beside) its entries: a crash may lose them, and the
+    redelivery of the engagement that placed the row writes them again."""
+    mid, addr = str(uuid.uuid4()), f"heal-{uuid.uuid4().hex[:6]}@example.com"
+    first = engagement_event(mid, addr, "view", 5, event_id="first")
+    _engagement(store, first)
+    _engagement(store, engagement_event(mid, addr, "view", 9, event_id="second"))
+    (entry,) = _engagement_entries(store, addr)
+    (expiry,) = store.expiry.query_entities(f"messageId eq '{mid}'")
+    store.index.delete_entity(engagement_index_partition(keys.address_key(addr)), entry)
+    store.drop_expiry(expiry)
+    assert _engagement(store, engagement_event(mid, addr, "view", 9, event_id="second")).duplicate
+    assert _engagement_entries(store, addr) == []  # not the placing one: nothing written
+    assert _engagement(store, first).duplicate
+    assert _engagement_entries(store, addr) == [entry]
+    assert [e["RowKey"] for e in store.expiry.query_entities(f"messageId eq '{mid}'")] == [
+        keys.message_key(mid)
+    ]

@@ -35,7 +35,7 @@ from shared.core.privacy import (
     redacted_row,
     without_recipient,
 )
-from shared.core.state import embedded_events, parse_iso
+from shared.core.state import embedded_events, engagement_index_partition, parse_iso
 from shared.edge.tables import FANOUT
 
 if TYPE_CHECKING:
@@ -99,19 +99,19 @@ class Privacy:
         done: Counter[str] = Counter()
         message_id = str(entry["messageId"])
         rows = self.store.partition(message_id)
+        if not rows:  # gone already (purged through another of its entries, or erased)
+            self.store.drop_expiry(entry)
+            return done
         changed = privacy.last_changed(r.metadata.get("timestamp") for r in rows)
         if changed is not None and changed >= limit:  # a late report or engagement: keep it
             self.store.refile_expiry(entry, privacy.day_of(changed))
             done["messagesKept"] += 1
             return done
         summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
-        index = [
-            (rk[2:], str(r["indexRk"]))
-            for r in rows
-            if (rk := str(r["RowKey"])).startswith(f"{keys.STATUS_PREFIX}{keys.SEPARATOR}")
-            and r.get("indexRk")
-            and not rk[2:].startswith(privacy.ERASED_MARK)  # erasure removed those already
-        ]
+        index = [found for r in rows if (found := _status_index_entry(r)) is not None]
+        for addr, own in _engaged(rows):  # its own entry, and strays of a race naming it
+            index += [(engagement_index_partition(addr), own)]
+            index += self.store.engagement_entries(addr, message_id)
         done["recipientIndex"] += self.store.delete_index_rows(index)
         if summary.get("payload") == "blob":
             self.outbox.delete_payload_blob(message_id)
@@ -143,11 +143,14 @@ class Privacy:
 
         deleted, suppressed = self.suppressions.erase(address, forms, now)
         counts["suppressions"] += deleted
-        index = self.store.index_rows(addr)
+        # Its history, and the engagement index (recipients known only from opens and clicks).
+        index = self.store.index_rows(addr) + self.store.index_rows(
+            engagement_index_partition(addr)
+        )
         for message_id in sorted({str(r["messageId"]) for r in index if r.get("messageId")}):
             counts.update(self._erase_in_message(message_id, address, addr, hashed, forms, now))
         counts["recipientIndex"] += self.store.delete_index_rows(
-            [(addr, str(r["RowKey"])) for r in index]
+            [(str(r["PartitionKey"]), str(r["RowKey"])) for r in index]
         )
         quarantined = [
             (str(r["PartitionKey"]), str(r["RowKey"]))
@@ -270,6 +273,29 @@ class Privacy:
                 self.outcomes.replace(redacted_row(row, forms))
                 found += 1
         return found
+
+
+def _status_index_entry(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The recipient-index entry (PartitionKey, RowKey) a status row points to; None for other
+    rows and erased ones (erasure removed their entries already)."""
+    rk = str(row["RowKey"])
+    addr = rk[2:]
+    if not rk.startswith(f"{keys.STATUS_PREFIX}{keys.SEPARATOR}") or not row.get("indexRk"):
+        return None
+    return None if addr.startswith(privacy.ERASED_MARK) else (addr, str(row["indexRk"]))
+
+
+def _engaged(rows: list[Any]) -> list[tuple[str, str]]:
+    """(address key, its entry) of a message's engagement rows that have engagement-index
+    entries (not the message-level row, not erased ones)."""
+    prefix = f"{keys.ENGAGEMENT_PREFIX}{keys.SEPARATOR}"
+    return [
+        (addr, str(r["indexRk"]))
+        for r in rows
+        if (rk := str(r["RowKey"])).startswith(prefix)
+        and r.get("indexRk")
+        and not (addr := rk[len(prefix) :]).startswith(privacy.ERASED_MARK)
+    ]
 
 
 def privacy_counts(summary: Mapping[str, Any]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core import keys
@@ -314,6 +314,7 @@ def apply_engagement(current: Mapping[str, Any] | None, report: EngagementReport
     """Engagement counters after one (new) engagement event; never touches delivery status."""
     row: Row = dict(current) if current else {"opens": 0, "clicks": 0, "otherEvents": 0}
     at = iso(report.action_at)
+    _place_engagement(row, at, report)
     if report.engagement_type is EngagementType.VIEW:
         row["opens"] = int(row.get("opens", 0)) + 1
         row["firstOpenAt"] = min(filter(None, [row.get("firstOpenAt"), at]))
@@ -332,6 +333,71 @@ def apply_engagement(current: Mapping[str, Any] | None, report: EngagementReport
             row["lastUserAgent"] = report.user_agent
             row["userAgentMark"] = mark
     return row
+
+
+# An engagement row's place in the address's history, kept apart from the status rows' places:
+# RecipientIndex partition `<address key>|g` (an address key holds no literal `|`), RowKey
+# `indexRk` = newest-first earliest engagement | message. Erasure and retention find an
+# engagement-only recipient by it; the history lists the status rows' partition only. Apart, a
+# status row moving its entry can never delete an engagement row's (their keys may be equal).
+ENGAGEMENT_INDEX_SUFFIX: Final = f"{keys.SEPARATOR}g"
+
+
+def engagement_index_partition(addr_key: str) -> str:
+    return f"{addr_key}{ENGAGEMENT_INDEX_SUFFIX}"
+
+
+def _place_engagement(row: Row, at: str, report: EngagementReport) -> None:
+    """The earliest engagement seen (a min: the same whatever the order of events) places the
+    recipient in the engagement index and files the message for retention. An event naming no
+    recipient files the message only (no address to index)."""
+    basis = min(filter(None, [row.get("indexAt"), at]))
+    if basis == row.get("indexAt"):
+        return
+    row["indexAt"] = basis
+    if report.recipient:
+        when = datetime.fromisoformat(basis)
+        row["indexRk"] = keys.newest_first(int(when.timestamp() * 1000), report.message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementPlacement:
+    """The index and retention writes one engagement row write takes (usually none)."""
+
+    index_rk: str | None = None  # write this entry (first engagement, or an earlier one)
+    stale_rk: str | None = None  # then drop this one, once the row says `index_rk`
+    expiry_at: datetime | None = None  # file the message's retention entry under this day
+
+    def __bool__(self) -> bool:
+        return bool(self.index_rk or self.expiry_at)
+
+
+def engagement_placement(
+    current: Mapping[str, Any] | None, row: Mapping[str, Any]
+) -> EngagementPlacement:
+    """What writing `row` over `current` moves: nothing on a later click or open (the common
+    case), an index entry when the earliest engagement moved, an Expiry entry when its day did.
+    The entry of the later day is left: an earlier one makes the purge look sooner, and it may
+    be the status rows' entry too (a message's Expiry entries only say when to look)."""
+    before = current or {}
+    new_rk, old_rk = row.get("indexRk"), before.get("indexRk")
+    at, old_at = parse_iso(row.get("indexAt")), parse_iso(before.get("indexAt"))
+    moved_day = at is not None and (old_at is None or _utc_day(at) != _utc_day(old_at))
+    return EngagementPlacement(
+        index_rk=new_rk if new_rk and new_rk != old_rk else None,
+        stale_rk=old_rk if new_rk and old_rk and new_rk != old_rk else None,
+        expiry_at=at if moved_day else None,
+    )
+
+
+def _utc_day(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def engagement_placed_by(row: Mapping[str, Any], report: EngagementReport) -> bool:
+    """Whether a redelivered `report` is the engagement that placed the row (its index and
+    Expiry writes may have been lost to a crash after the row write: re-write them)."""
+    return row.get("indexAt") == iso(report.action_at)
 
 
 def _count_url(row: Row, url: str) -> None:

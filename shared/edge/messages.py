@@ -8,7 +8,9 @@ Tables (names prefixed by TABLE_PREFIX, default "Email"):
   and rows written before events were embedded), `g|<addr>` (engagement counters). A lookup by
   message id is one single-partition query.
 - `<p>RecipientIndex`  PartitionKey = address (lower-cased); RowKey = newest-first time |
-  message id. An address's history is one single-partition range query, paged.
+  message id. An address's history is one single-partition range query, paged. Partition
+  `<address>|g` holds the same per engagement row (earliest engagement): erasure and retention
+  find a recipient known only from opens and clicks by it; the history does not list it.
 - `<p>Quarantine`  PartitionKey = UTC day; events we could not use, with reason and raw payload.
 - `<p>Counters`    PartitionKey = counter family; e.g. unknown event types seen.
 - `<p>Expiry`      PartitionKey = `<UTC day first seen>|<hex digit>`, RowKey = message key: the
@@ -60,11 +62,15 @@ from shared.core.errors import Transient
 from shared.core.events import DeliveryReport, EngagementReport
 from shared.core.state import (
     ARRIVAL_FIELD,
+    EngagementPlacement,
     Fact,
     ReportDecision,
     apply_engagement,
     apply_fact,
     decide_report,
+    engagement_index_partition,
+    engagement_placed_by,
+    engagement_placement,
     fact_from_report,
     index_may_be_missing,
     iso,
@@ -391,8 +397,27 @@ class MessageStore:
         return Recorded(duplicate=True, changed=False, row=current, previous=current)
 
     def record_engagement(self, report: EngagementReport) -> Recorded:
-        pk = keys.message_key(report.message_id)
+        """The marker row and the engagement row in one transaction. The first engagement of a
+        recipient (or an earlier one than seen so far) also writes its engagement-index entry
+        and the message's Expiry entry, at the same time as the transaction (see
+        `engagement_placement`), so erasure and retention find a recipient that no send or
+        delivery report named; a later click or open writes nothing more."""
         addr = keys.address_key(report.recipient) if report.recipient else keys.MESSAGE_LEVEL
+        written: set[str] = set()  # index entries written beside a row write that may have lost
+        try:
+            return self._record_engagement(report, addr, written)
+        except Transient:
+            # Given up (contention, storage): the redelivery cannot know what this try wrote.
+            if written:
+                pk, rk = keys.message_key(report.message_id), keys.engagement_row(addr)
+                self._drop_engagement_entries(addr, written, read_entity(self.messages, pk, rk))
+            raise
+
+    def _record_engagement(
+        self, report: EngagementReport, addr: str, written: set[str]
+    ) -> Recorded:
+        message_id = report.message_id
+        pk = keys.message_key(message_id)
         rk = keys.engagement_row(addr)
         marker_rk = keys.timeline_row(addr, report.envelope.event_id)
         marker = {**timeline_entry(report), ARRIVAL_FIELD: iso(datetime.now(UTC))}
@@ -405,14 +430,60 @@ class MessageStore:
                 ("create", {"PartitionKey": pk, "RowKey": marker_rk, **marker}),
                 write_op(row, etag_of(current)),
             ]
-            outcome, _ = self._submit(ops, pk, marker_rk)
+            place = engagement_placement(current, row)
+            if place.index_rk:
+                written.add(place.index_rk)
+            # Only a first (or earlier) engagement has side writes, beside the transaction.
+            writes = self._engagement_writes(addr, message_id, row, place)
+            side = [FANOUT.submit(fn, *args) for fn, args in writes]
+            try:
+                outcome, _ = self._submit(ops, pk, marker_rk)
+            finally:
+                wait(side)
+            for done in side:
+                done.result()
             if outcome == "duplicate":
+                # Read again only when this try wrote an entry: the row the first recording
+                # left says which entry is right.
+                settled = read_entity(self.messages, pk, rk) if written else current
+                if settled is not None and engagement_placed_by(settled, report):
+                    # The row is committed before its entries: a crash between them is healed
+                    # by the redelivery of the engagement that placed it; only that one writes.
+                    heal = EngagementPlacement(settled.get("indexRk"), None, _first_seen(settled))
+                    run_together(self._engagement_writes(addr, message_id, settled, heal))
+                self._drop_engagement_entries(addr, written, settled)
                 return Recorded(duplicate=True, changed=False, row=current, previous=current)
             if outcome == "conflict":
                 backoff(attempt)
                 continue
+            if place.stale_rk:  # an earlier engagement moved the recipient: drop the old place
+                written.add(place.stale_rk)
+            self._drop_engagement_entries(addr, written, row)
             return Recorded(duplicate=False, changed=True, row=row, previous=current)
         raise Transient(f"engagement row kept changing under us ({MAX_CONFLICT_RETRIES} attempts)")
+
+    def _engagement_writes(
+        self, addr: str, message_id: str, row: Mapping[str, Any], place: EngagementPlacement
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The engagement-index and Expiry writes `place` names (none, one or both)."""
+        calls: list[tuple[Any, tuple[Any, ...]]] = []
+        if place.index_rk:  # never for MESSAGE_LEVEL: `apply_engagement` sets none there
+            calls.append((self.write_index, (engagement_index_partition(addr), message_id, row)))
+        if place.expiry_at:
+            calls.append((self.note_expiry, (message_id, place.expiry_at)))
+        return calls
+
+    def _drop_engagement_entries(
+        self, addr: str, candidates: set[str], row: Mapping[str, Any] | None
+    ) -> None:
+        """Delete the engagement-index entries among `candidates` that `row` (as stored now)
+        does not point to. The earliest engagement only moves earlier, so an entry it has left
+        is never right again."""
+        keep = (row or {}).get("indexRk")
+        partition = engagement_index_partition(addr)
+        for rk in sorted(candidates - {keep}):  # one, mostly: a plain DELETE, not a `$batch`
+            with storage_errors():
+                self.index.delete_entity(partition, rk)  # gone already counts as done
 
     def quarantine(
         self, raw: str, reason: str, event_id: str | None, event_type: str | None
@@ -686,6 +757,17 @@ class MessageStore:
         pk = addr.replace("'", "''")
         with storage_errors():
             return [dict(e) for e in self.index.query_entities(f"PartitionKey eq '{pk}'")]
+
+    def engagement_entries(self, addr: str, message_id: str) -> list[tuple[str, str]]:
+        """Every engagement-index entry of an address naming the message: the one its row
+        points to, and any a race or crash left (see `record_engagement`). One query, filtered
+        by the service inside the address's partition."""
+        partition = engagement_index_partition(addr)
+        query = "PartitionKey eq @pk and messageId eq @mid"
+        params = {"pk": partition, "mid": message_id}
+        with storage_errors():
+            rows = self.index.query_entities(query, parameters=params, select=["RowKey"])
+            return [(partition, str(e["RowKey"])) for e in rows]
 
     def delete_index_rows(self, rows: list[tuple[str, str]]) -> int:
         return delete_entities(self.index, rows)
