@@ -493,7 +493,8 @@ def test_a_suppressed_recipient_is_corrected_before_anything_is_queued(env: dict
     # the accept's transaction, the correcting one, then (only then) the queue put
     accept, correct = sorted((r for r in seen if r[3].endswith("$batch")), key=lambda r: r[0])
     (put,) = [r for r in seen if r[3].endswith("/email-send/messages")]
-    assert accept[1] <= correct[0] and correct[1] <= put[0]
+    assert accept[1] <= correct[0]
+    assert correct[1] <= put[0]
     statuses = {r["address"]: r["status"] for r in first.body["recipients"]}
     assert statuses == {"Dead@Example.com": "suppressed", "ok@example.com": "accepted"}
     again = post(body, key="partly-1")
