@@ -25,7 +25,7 @@ def test_an_idempotency_key_always_names_the_same_message() -> None:
     assert first == message_ids.for_key(KEY, "order-42")
     assert message_ids.is_ours(KEY, first)
     assert first != message_ids.for_key(KEY, "order-43")
-    assert first != message_ids.for_key(KEY, "order-42", generation=1)
+    assert first != message_ids.for_key(KEY, "order-42", epoch=1)
     assert first != message_ids.for_key(b"another-key", "order-42")
 
 

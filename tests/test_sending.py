@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from shared.app import sending as sending_module
 from shared.app import wiring as services
 from shared.core import keys
 from shared.core.errors import (
@@ -415,3 +419,188 @@ def test_run_together_waits_for_every_call_then_raises() -> None:
     threads: list[threading.Thread] = []
     tables.run_together([(lambda: threads.append(threading.current_thread()), ())])
     assert threads == [threading.current_thread()]  # a single call runs inline
+
+
+# --- the accept's rounds, the key's window, and accepts that stopped half-way -------------
+
+
+@contextmanager
+def timed_requests(delay_s: float) -> Iterator[list[tuple[float, float, str, str]]]:
+    """Every azure-core request as (start, end, method, path), each held `delay_s` first: then
+    requests sent together overlap and a request sent after another cannot. (The app builds
+    its own clients, so the transport class is the one seam; bench/stack_bench.py does the
+    same.)"""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    seen: list[tuple[float, float, str, str]] = []
+    original = RequestsTransport.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        time.sleep(delay_s)
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            seen.append((start, time.monotonic(), request.method, urlsplit(request.url).path))
+
+    RequestsTransport.send = send  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        RequestsTransport.send = original  # type: ignore[method-assign]
+
+
+def rounds(seen: list[tuple[float, float, str, str]]) -> int:
+    """The longest chain of requests each sent after the one before it had its answer."""
+    ordered = sorted(seen, key=lambda r: r[1])
+    depth: list[int] = []
+    for start, _end, _method, _path in ordered:
+        before = [d for (_s, e, *_), d in zip(ordered, depth, strict=False) if e <= start]
+        depth.append(1 + max(before, default=0))
+    return max(depth, default=0)
+
+
+@pytest.mark.parametrize("key", [None, "rounds-1"])
+def test_an_accept_is_two_rounds_with_or_without_a_key(
+    env: dict[str, str], key: str | None
+) -> None:
+    """[suppression read ∥ Messages transaction (∥ the previous window's row, with a key)] →
+    [queue put ∥ index row ∥ expiry entry]: nothing else, and the queue put only after the
+    transaction."""
+    post(BODY)  # first use: clients built, tables there
+    with timed_requests(0.15) as seen:
+        accepted = post(BODY, key=key)
+    assert accepted.status == 202
+    assert rounds(seen) == 2, seen
+    # the suppression state row and the erasure tombstone, the transaction (and the previous
+    # window's message row), then the queue put, the index row and the expiry entry
+    assert len(seen) == (7 if key else 6), seen
+    (batch,) = [r for r in seen if r[3].endswith("$batch")]
+    (put,) = [r for r in seen if r[3].endswith("/email-send/messages")]
+    assert put[0] >= batch[1]
+    assert sorted(drain(env)) == ["sent", "sent"]
+
+
+def test_a_suppressed_recipient_is_corrected_before_anything_is_queued(env: dict[str, str]) -> None:
+    services.suppression_list().apply(
+        "dead@example.com",
+        Change(active=True, reason="manual", origin="operator:test", at=datetime.now(UTC)),
+    )
+    body = {**BODY, "to": [{"address": "Dead@Example.com"}, {"address": "ok@example.com"}]}
+    post(BODY)  # first use: clients built, tables there
+    with timed_requests(0.1) as seen:
+        first = post(body, key="partly-1")
+    # the accept's transaction, the correcting one, then (only then) the queue put
+    accept, correct = sorted((r for r in seen if r[3].endswith("$batch")), key=lambda r: r[0])
+    (put,) = [r for r in seen if r[3].endswith("/email-send/messages")]
+    assert accept[1] <= correct[0]
+    assert correct[1] <= put[0]
+    statuses = {r["address"]: r["status"] for r in first.body["recipients"]}
+    assert statuses == {"Dead@Example.com": "suppressed", "ok@example.com": "accepted"}
+    again = post(body, key="partly-1")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.body == first.body
+    summary = services.message_store().message(first.body["messageId"])
+    assert "dead" not in json.dumps(dict(summary)).lower()  # the key's record names nobody
+    payload = json.loads(services.message_store().payload(first.body["messageId"]) or "{}")
+    assert [r["address"] for r in payload["recipients"]["to"]] == ["ok@example.com"]
+
+
+def test_a_refused_request_leaves_nothing_and_its_key_can_be_used_once_it_can_send(
+    env: dict[str, str],
+) -> None:
+    suppressions = services.suppression_list()
+    at = datetime.now(UTC)
+    suppressions.apply("gone@example.com", Change(True, "manual", "operator:t", at, operator=True))
+    body = {**BODY, "to": [{"address": "gone@example.com"}]}
+    for _ in range(2):
+        with pytest.raises(Conflict):
+            post(body, key="refused-1")
+    later = at + timedelta(seconds=1)
+    suppressions.apply(
+        "gone@example.com", Change(False, "manual", "operator:t", later, operator=True)
+    )
+    accepted = post(body, key="refused-1")
+    assert "Idempotent-Replayed" not in accepted.headers
+    rows = services.message_store().message_rows(accepted.body["messageId"])
+    assert [r["status"] for r in rows if r["RowKey"].startswith("r|")] == ["accepted"]
+    assert drain(env) == ["sent"]
+
+
+class _Clock(datetime):
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        return cls.at
+
+
+def test_a_key_is_remembered_for_its_window_across_an_epoch_boundary(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IDEMPOTENCY_WINDOW_HOURS (24): the id is derived under the window's epoch, and a retry
+    also finds the previous epoch's message, so what counts is the time since the accept."""
+    monkeypatch.setattr(sending_module, "datetime", _Clock)
+    boundary = datetime.fromtimestamp(86_400 * 20_500, UTC)  # an epoch of 24 h starts here
+    _Clock.at = boundary - timedelta(minutes=1)
+    first = post(BODY, key="window-1")
+    _Clock.at = boundary + timedelta(minutes=1)  # the next epoch, two minutes later
+    again = post(BODY, key="window-1")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.body == first.body
+    with pytest.raises(Conflict):
+        post({**BODY, "subject": "Different"}, key="window-1")
+    _Clock.at = boundary + timedelta(hours=23, minutes=59)  # 24 h after the first: a new send
+    later = post({**BODY, "subject": "Different"}, key="window-1")
+    assert "Idempotent-Replayed" not in later.headers
+    assert later.body["messageId"] != first.body["messageId"]
+    _Clock.at = boundary + timedelta(hours=24, minutes=1)  # the epoch after: `later` is found
+    retried = post({**BODY, "subject": "Different"}, key="window-1")
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.body == later.body
+    assert send_queue(env).get_queue_properties().approximate_message_count == 2
+
+
+def test_a_retry_finishes_an_accept_that_died_before_its_queue_put(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sending_module, "REPLAY_WAIT_S", 0.3)
+
+    class Died(BaseException):
+        """The host went away (no error handling runs)."""
+
+    def die(*args: Any) -> None:
+        raise Died
+
+    with monkeypatch.context() as m:
+        m.setattr(sending_module.Sending, "_index_and_enqueue", die)
+        with pytest.raises(Died):
+            post(BODY, key="crash-1")
+    assert send_queue(env).get_queue_properties().approximate_message_count == 0
+    again = post(BODY, key="crash-1")
+    assert again.status == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    items, _ = services.message_store().recipient_history(BODY["to"][0]["address"], 50, None)
+    assert [i["messageId"] for i in items] == [again.body["messageId"]]
+    assert post(BODY, key="crash-1").body == again.body  # finished: a replay writes nothing
+    assert drain(env) == ["sent"]
+
+
+def test_a_retry_after_a_failed_queue_put_finishes_it_at_once(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed accept marked its row, so its retry does not wait out REPLAY_WAIT_S."""
+    monkeypatch.setattr(sending_module, "REPLAY_WAIT_S", 600)
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise Transient("queue answered 503")
+
+    with monkeypatch.context() as m:
+        m.setattr(Outbox, "enqueue", unavailable)
+        with pytest.raises(Transient):
+            post(BODY, key="queue-down-1")
+    started = time.monotonic()
+    again = post(BODY, key="queue-down-1")
+    assert time.monotonic() - started < 60
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert drain(env) == ["sent"]

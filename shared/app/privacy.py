@@ -1,8 +1,9 @@
 """Retention and erasure: the hourly purge of data past RETENTION_DAYS, and erasing one address
 from every table (right to be forgotten), audited by keyed hash. Rules in `core.privacy`.
 
-Purge order per message: recipient-index rows, payload blob and Idempotency row, the message's
-rows, and its expiry entry last, so a run that stops half-way leaves the entry to the next run.
+Purge order per message: recipient-index rows, payload blob, the message's rows (its message row
+is also its Idempotency-Key's record), and its expiry entry last, so a run that stops half-way
+leaves the entry to the next run.
 Erasure order: the suppression tombstone before the state row goes (never a moment in which an
 erased address could be mailed), rows re-keyed by hash before the index rows that lead to them
 go, the audit last (a request that failed half-way is simply made again: every step is
@@ -115,11 +116,6 @@ class Privacy:
         done["recipientIndex"] += self.store.delete_index_rows(index)
         if summary.get("payload") == "blob":
             self.outbox.delete_payload_blob(message_id)
-        if summary.get("idempotencyKey"):
-            row = self.outbox.idempotency_row(str(summary["idempotencyKey"]))
-            if row is not None and row.get("messageId") == message_id:  # not a later reuse
-                self.outbox.delete_idempotency_row(row)
-                done["idempotency"] += 1
         if self.activity is not None:  # its Message-ID link goes with it
             linked = {str(r["internetMessageId"]) for r in rows if r.get("internetMessageId")}
             for internet_id in linked:
@@ -189,7 +185,8 @@ class Privacy:
         now: datetime,
     ) -> Counter[str]:
         """The recipient's rows of one message re-keyed by hash (outcome kept, address gone);
-        a payload not yet sent loses the recipient; the Idempotency answer is redacted."""
+        a payload not yet sent loses the recipient. (An Idempotency-Key's record is the message
+        row, which names no recipient: a replayed answer is rebuilt from the retried request.)"""
         done: Counter[str] = Counter()
         pk = keys.message_key(message_id)
         rows = self.store.partition(message_id)
@@ -220,12 +217,6 @@ class Privacy:
             else:
                 self.store.replace_payload(message_id, stripped)
             done["payloads"] += 1
-        if summary.get("idempotencyKey"):
-            row = self.outbox.idempotency_row(str(summary["idempotencyKey"]))
-            if row is not None and mentions(row.get("response"), forms):
-                redacted = str(redact(row.get("response"), forms))
-                if self.outbox.replace_idempotency_response(row, redacted):
-                    done["idempotency"] += 1
         return done
 
     def _erase_in_activity(self, message_id: str, address: str, addr: str, rows: list[Any]) -> int:

@@ -9,11 +9,14 @@ queue, whose handler fails the message for good. Either way nothing accepted is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import time
 from collections.abc import Mapping
+from concurrent.futures import wait
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +34,7 @@ from shared.core.sending.validation import (
 )
 from shared.core.state import Fact, apply_fact, iso, parse_iso
 from shared.core.status import SendState, Status, claimed_by_another
-from shared.edge.tables import FANOUT, run_together
+from shared.edge.tables import FANOUT, MAX_CONFLICT_RETRIES, run_together
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     from shared.edge.alert_log import AlertLog
     from shared.edge.inflight import InFlight
     from shared.edge.messages import MessageStore
-    from shared.edge.outbox import IdempotencyClaim, Outbox
+    from shared.edge.outbox import Outbox
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
 
@@ -57,7 +60,8 @@ class OwnOutcomes(Protocol):
 
 
 MAX_IDEMPOTENCY_KEY = 255
-REPLAY_WAIT_S = 3.0  # how long a concurrent retry waits for the first request's answer
+REPLAY_WAIT_S = 3.0  # how long a retry waits for the accept it repeats to reach its queue put
+REPLAY_POLL_S = 0.05
 EARLY_WAKE_S = 1.0  # a reserved slot this close is taken as due (clocks of two instances)
 STALE_SLOT_S = 60  # a slot missed by more (the host was down) is reserved afresh: no burst
 HOLD_RECHECK_S = 60  # how often a held message looks again whether its sender was resumed
@@ -100,68 +104,212 @@ class Sending:
         idempotency_key: str | None,
         base_url: str,
     ) -> Reply:
-        """202 with the message id, or the stored answer of an earlier request with the same
-        Idempotency-Key (header `Idempotent-Replayed: true`)."""
+        """202 with the message id, or the answer of an earlier request with the same
+        Idempotency-Key (header `Idempotent-Replayed: true`).
+
+        Two rounds of storage requests: the Messages transaction (message row, payload, a
+        status row per recipient) beside the suppression reads, then the queue put beside the
+        recipient-index writes and the expiry entry. The transaction takes nobody as suppressed
+        (as nearly always holds); when someone is, a second transaction corrects the rows before
+        anything is queued, or the message is withdrawn and the request refused. With an
+        Idempotency-Key the message id is derived from it (`message_ids.for_key`, under the
+        window's epoch), so that transaction is the key's claim: a retry fails its create (409)
+        and is answered from the message row (`_replay`).
+        """
         request = parse_send_request(body, content_type, self.sender_policy)
-        # A tagged id: its reports are known as ours on any instance (core/message_ids.py).
-        message_id = message_ids.new_id(self.settings.address_hash_key.encode())
-        key = None
-        if idempotency_key is not None:
-            key = idempotency_key.strip()
-            if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-                raise InvalidInput(
-                    "Invalid Idempotency-Key",
-                    [Problem("Idempotency-Key", "1 to 255 printable characters")],
-                )
-        claim, suppressed = self._claim_and_check(request, key, message_id)
-        if claim is not None:
-            if claim.mismatch:
+        key = _checked_key(idempotency_key)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            now = datetime.now(UTC)
+            claimed = self._claim_and_check(request, key, now)
+            if claimed.created:
+                if claimed.suppressed is None:  # nothing is queued unchecked: take it back
+                    self._withdraw(claimed.message_id, request, claimed.inline)
+                    raise claimed.error or Transient("suppression list unreadable")
+                return self._complete(
+                    claimed.message_id, request, claimed.suppressed, now, {}, claimed.inline,
+                    base_url, replayed=False,
+                )  # fmt: skip
+            reply = self._replay(claimed, request, base_url)
+            if reply is not None:
+                return reply
+            # Its message was withdrawn meanwhile (that request was refused): claim the key anew.
+        raise Transient("the message of this Idempotency-Key kept changing under us")
+
+    def _claim_and_check(self, request: SendRequest, key: str | None, now: datetime) -> _Claimed:
+        """Round one: the transaction and the suppression reads at once (neither needs the
+        other); with a key also a point read of the message the key named in the previous
+        window epoch, which a retry within the window may belong to.
+
+        The transaction and that read run on the fan-out pool and the suppression reads on this
+        thread (which fans them out in turn), so no pool task waits on another. A failed read
+        is kept, not raised: a replay does not need the reads.
+        """
+        secret = self.settings.address_hash_key.encode()
+        window = timedelta(hours=self.settings.idempotency_window_hours)
+        before = None
+        if key is None:
+            message_id = message_ids.new_id(secret)
+        else:
+            epoch = int(now.timestamp() // window.total_seconds())
+            message_id = message_ids.for_key(secret, key, epoch)
+            before = message_ids.for_key(secret, key, epoch - 1)
+        payload = _payload_text(request, {})
+        inline = self.store.fits_inline(payload)
+        summary = {
+            "sender": request.sender,
+            "acceptedAt": iso(now),
+            "tags": json.dumps(dict(request.tags)) if request.tags else None,
+            "metadata": json.dumps(dict(request.metadata)) if request.metadata else None,
+            "recipientCount": len(request.recipients),
+            "sendState": SendState.QUEUED.value,
+            "payload": "table" if inline else "blob",  # a blob is written once checked
+            "sizeBytes": request.size,
+            # The Idempotency-Key's record: a retry must be this request again. (Its answer
+            # is rebuilt from the retry itself and this row: no address is stored twice.)
+            "fingerprint": request.fingerprint() if key is not None else None,
+        }
+        rows = self._recipient_rows(message_id, request, {}, now)
+        storing = FANOUT.submit(
+            self.store.accept, message_id, summary, payload if inline else None, rows
+        )
+        looking = FANOUT.submit(self.store.message, before) if before is not None else None
+        suppressed: dict[str, Suppression] | None = None
+        error: Exception | None = None
+        try:
+            suppressed = self.suppressions.active_for([r.address for r in request.recipients])
+        except Exception as exc:
+            error = exc
+        wait([f for f in (storing, looking) if f is not None])
+        existing = storing.result()  # a failed transaction stored nothing: raise
+        try:
+            earlier = looking.result() if looking is not None else None
+        except Exception:
+            if existing is None:
+                self._withdraw(message_id, request, inline)
+            raise
+        accepted = parse_iso((earlier or {}).get("acceptedAt"))
+        if earlier is not None and accepted is not None and now - accepted < window:
+            # A retry of a request of the previous epoch, within the window: that is the key's
+            # message (the one this transaction created, if it did, is taken back).
+            if existing is None:
+                self._withdraw(message_id, request, inline)
+            assert before is not None
+            return _Claimed(False, before, earlier, suppressed, error, inline)
+        if existing is None:
+            return _Claimed(True, message_id, None, suppressed, error, inline)
+        return _Claimed(False, message_id, existing, suppressed, error, inline)
+
+    def _replay(self, claimed: _Claimed, request: SendRequest, base_url: str) -> Reply | None:
+        """Answer a request whose Idempotency-Key an earlier one holds, writing nothing: 422
+        when it was a different request, else the earlier one's answer, rebuilt from this
+        request and the message row. None when that message was withdrawn meanwhile.
+
+        An earlier accept still queued may not have reached its queue put. Its expiry entry,
+        written beside the queue put, says it did; one that failed there marked its row
+        (`queueFailedAt`). Until REPLAY_WAIT_S after its accept a retry waits for that entry
+        (a concurrent retry: the first request is finishing); past that, or when marked, the
+        retry finishes the accept itself under its times, with its own suppression reads. (A
+        second work item at worst, when the first died between its expiry entry and its queue
+        put: the worker's claim makes it harmless.)
+        """
+        message_id, row = claimed.message_id, claimed.row
+        fingerprint = request.fingerprint()
+        while row is not None:
+            if row.get("fingerprint") != fingerprint:
                 raise Conflict(
                     "Idempotency-Key was already used with a different request",
                     [Problem("Idempotency-Key", "reuse it only to retry the identical request")],
                 )
-            if claim.replay is not None:
-                stored = claim.replay["body"]
-                return Reply(int(claim.replay["status"]), stored, _headers(stored, replayed=True))
-            message_id = claim.message_id
+            accepted_at = parse_iso(row.get("acceptedAt")) or datetime.now(UTC)
+            if row.get("sendState") != SendState.QUEUED:  # the worker has had it
+                return self._answer(message_id, request, row, base_url)
+            if not row.get("queueFailedAt"):
+                if self.store.expiry_noted(message_id, accepted_at):
+                    row = self.store.message(message_id)  # as corrected before its queue put
+                    return None if row is None else self._answer(message_id, request, row, base_url)
+                if (datetime.now(UTC) - accepted_at).total_seconds() < REPLAY_WAIT_S:
+                    time.sleep(REPLAY_POLL_S)
+                    row = self.store.message(message_id)
+                    continue
+            if claimed.suppressed is None:
+                raise claimed.error or Transient("suppression list unreadable")
+            log.warning("send: message=%s finished by a retry of its request", message_id)
+            return self._complete(
+                message_id, request, claimed.suppressed, accepted_at,
+                _recorded_suppressions(row, request), row.get("payload") != "blob",
+                base_url, replayed=True,
+            )  # fmt: skip
+        return None
+
+    def _answer(
+        self, message_id: str, request: SendRequest, row: Mapping[str, Any], base_url: str
+    ) -> Reply:
+        held = _recorded_suppressions(row, request)
+        body = self._accepted_body(message_id, request, held, str(row["acceptedAt"]), base_url)
+        return Reply(202, body, _headers(body, replayed=True))
+
+    def _complete(
+        self,
+        message_id: str,
+        request: SendRequest,
+        suppressed: Mapping[str, Suppression],
+        accepted_at: datetime,
+        recorded: Mapping[str, Suppression | _Held],
+        inline: bool,
+        base_url: str,
+        *,
+        replayed: bool,
+    ) -> Reply:
+        """After the transaction: refuse (and withdraw) when nobody sendable is left, correct
+        the rows when the suppression reads differ from what they `recorded`, then the queue
+        put, the index rows and the expiry entry together."""
         if len(suppressed) == len({r.key for r in request.recipients}):
             problems = [
                 Problem(f"recipients[{n}]", f"suppressed since {s.since}: {s.reason}")
                 for n, s in enumerate(suppressed.values())
             ]
+            self._withdraw(message_id, request, inline)
             raise Conflict("Every recipient is on the suppression list; nothing was sent", problems)
         if problems := check_after_suppression(request, suppressed.keys()):
+            self._withdraw(message_id, request, inline)
             raise Conflict(
                 "ACS needs a 'to' recipient that is not suppressed; nothing was sent", problems
             )
-        now = datetime.now(UTC)
-        earlier = self._store_accepted(message_id, request, suppressed, now, key)
-        if earlier is not None and key is not None:
-            # The same Idempotency-Key is being (or was) accepted by another request: answer
-            # with its response and write nothing (a second index entry, a second work item).
-            replay = self._await_response(key)
-            if replay is not None:
-                return Reply(int(replay["status"]), replay["body"], _headers(replay["body"], True))
-            # It crashed (or stalls) after its transaction: finish its steps, under its times.
-            now = parse_iso(earlier.get("acceptedAt")) or now
-            self._finish_accept(message_id, request, suppressed, now, earlier)
-        response = self._accepted_body(message_id, request, suppressed, now, base_url)
-        if key is not None:
-            self.outbox.finish_idempotent(key, {"status": 202, "body": response})
+        payload = _payload_text(request, suppressed) if suppressed or not inline else None
+        if not inline:  # large payloads only: one more round, before anything can send it
+            assert payload is not None
+            self.outbox.put_payload_blob(message_id, payload)
+        rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
+        if set(suppressed) != set(recorded):
+            changed = set(suppressed) ^ set(recorded)
+            self.store.correct_accept(
+                message_id,
+                {"suppressed": _suppressed_field(request, suppressed)},
+                payload if inline else None,
+                [row for r, row in zip(request.recipients, rows, strict=True) if r.key in changed],
+            )
+        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at)
+        body = self._accepted_body(message_id, request, suppressed, iso(accepted_at), base_url)
         log.info(
             "send accepted: message=%s recipients=%d suppressed=%d",
             message_id,
             len(request.recipients),
             len(suppressed),
         )
-        return Reply(202, response, _headers(response, replayed=False))
+        return Reply(202, body, _headers(body, replayed=replayed))
+
+    def _withdraw(self, message_id: str, request: SendRequest, inline: bool) -> None:
+        """Take back an accept's transaction: nothing was queued for it."""
+        self.store.withdraw_accept(message_id, [r.address for r in request.recipients], inline)
+        if not inline:
+            self.outbox.delete_payload_blob(message_id)
 
     def _accepted_body(
         self,
         message_id: str,
         request: SendRequest,
-        suppressed: Mapping[str, Suppression],
-        now: datetime,
+        suppressed: Mapping[str, Suppression | _Held],
+        accepted_at: str,
         base_url: str,
     ) -> dict[str, Any]:
         recipients = []
@@ -179,96 +327,16 @@ class Sending:
         return {
             "messageId": message_id,
             "status": "accepted",
-            "acceptedAt": now.isoformat(timespec="microseconds"),
+            "acceptedAt": accepted_at,
             "recipients": recipients,
             "lookupUrl": f"{base_url.rstrip('/')}/api/emails/{message_id}",
         }
-
-    def _await_response(self, key: str) -> Mapping[str, Any] | None:
-        """The response another request under `key` stored, waiting up to REPLAY_WAIT_S for
-        it to finish (its remaining steps take milliseconds); None when it does not."""
-        deadline = time.monotonic() + REPLAY_WAIT_S
-        while True:
-            stored = self.outbox.stored_response(key)
-            if stored is not None or time.monotonic() >= deadline:
-                return stored
-            time.sleep(0.05)
-
-    def _claim_and_check(
-        self, request: SendRequest, key: str | None, message_id: str
-    ) -> tuple[IdempotencyClaim | None, dict[str, Suppression]]:
-        """The Idempotency-Key claim and the suppression reads, at once: neither needs the other.
-
-        The claim runs on the fan-out pool and the reads on this thread (which fans them out in
-        turn), so no pool task waits on another. The claim's answer comes first: a replay or a
-        422 stands even when a read failed (the reads were then not needed).
-        """
-        claiming = None
-        if key is not None:
-            window = timedelta(hours=self.settings.idempotency_window_hours)
-            claiming = FANOUT.submit(
-                self.outbox.begin_idempotent, key, request.fingerprint(), message_id, window
-            )
-        addresses = [r.address for r in request.recipients]
-        try:
-            suppressed = self.suppressions.active_for(addresses, FANOUT)
-        except Exception:
-            if claiming is None:
-                raise
-            claim = claiming.result()
-            if claim.replay is None and not claim.mismatch:
-                raise
-            return claim, {}
-        return (claiming.result() if claiming is not None else None), suppressed
-
-    def _store_accepted(
-        self,
-        message_id: str,
-        request: SendRequest,
-        suppressed: Mapping[str, Suppression],
-        now: datetime,
-        key: str | None = None,
-    ) -> Any:
-        """One transaction (message row, payload, a status row per recipient), then, together,
-        the recipient index rows, the expiry entry and the work item. Returns None when done, or
-        the message row of an earlier accept of this id (same Idempotency-Key), leaving the rest
-        to the caller."""
-        message = request.to_acs_message()
-        for kind in ("to", "cc", "bcc"):
-            listed = message.get("recipients", {}).get(kind)
-            if listed:
-                message["recipients"][kind] = [
-                    r for r in listed if canonical(r["address"]) not in suppressed
-                ]
-        payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-        inline = self.store.fits_inline(payload)
-        if not inline:
-            self.outbox.put_payload_blob(message_id, payload)
-        summary = {
-            "sender": request.sender,
-            "acceptedAt": iso(now),
-            "tags": json.dumps(dict(request.tags)) if request.tags else None,
-            "metadata": json.dumps(dict(request.metadata)) if request.metadata else None,
-            "recipientCount": len(request.recipients),
-            "sendState": SendState.QUEUED.value,
-            "payload": "table" if inline else "blob",
-            "sizeBytes": request.size,
-            # where its Idempotency row is, for retention and erasure (its answer names the
-            # recipients)
-            "idempotencyKey": self.outbox.key_hash(key) if key is not None else None,
-        }
-        rows = self._recipient_rows(message_id, request, suppressed, now)
-        earlier = self.store.accept(message_id, summary, payload if inline else None, rows)
-        if earlier is not None:
-            return earlier
-        self._index_and_enqueue(message_id, request, suppressed, rows, now)
-        return None
 
     def _recipient_rows(
         self,
         message_id: str,
         request: SendRequest,
-        suppressed: Mapping[str, Suppression],
+        suppressed: Mapping[str, Suppression | _Held],
         now: datetime,
     ) -> list[dict[str, Any]]:
         facts = {
@@ -296,22 +364,6 @@ class Sending:
             rows.append({**row, "updatedAt": iso(now), **facts})
         return rows
 
-    def _finish_accept(
-        self,
-        message_id: str,
-        request: SendRequest,
-        suppressed: Mapping[str, Suppression],
-        accepted_at: datetime,
-        earlier: Mapping[str, Any],
-    ) -> None:
-        """Complete an earlier accept that stopped after its transaction: the same index rows
-        (keyed on its accept time, so rewriting them adds nothing) and, while it is still
-        queued, the work item (a second item at worst, which the worker's claim makes harmless)."""
-        if earlier.get("sendState") != SendState.QUEUED:
-            return
-        rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
-        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at)
-
     def _index_and_enqueue(
         self,
         message_id: str,
@@ -320,18 +372,26 @@ class Sending:
         rows: list[dict[str, Any]],
         accepted_at: datetime,
     ) -> None:
-        # Only now, with the rows committed: the worker drops a work item whose message row it
-        # cannot find, and the history must never point at a message that was not accepted.
-        # The index writes and the queue put depend on nothing but the transaction, so they go
-        # out together; the caller replies 202 only once every one of them succeeded.
-        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        # Only now, with the rows committed (and corrected): the worker drops a work item whose
+        # message row it cannot find, and the history must never point at a message that was
+        # not accepted. The index writes, the expiry entry and the queue put depend on nothing
+        # but the transaction, so they go out together; the caller replies 202 only once every
+        # one of them succeeded. A failure marks the row, so a retry of the request finishes it.
+        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        if len(suppressed) < len({r.key for r in request.recipients}):
+            writes.append((self.outbox.enqueue, (message_id, 0)))
+        writes += [
             (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
             for row in rows
         ]
         writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention's list
-        if len(suppressed) < len({r.key for r in request.recipients}):
-            writes.append((self.outbox.enqueue, (message_id, 0)))
-        run_together(writes)
+        try:
+            run_together(writes)
+        except Exception:
+            with contextlib.suppress(Exception):  # best effort: the request fails either way
+                failed = {"queueFailedAt": iso(datetime.now(UTC))}
+                self.store.write_message(message_id, failed)
+            raise
         if suppressed and self.activity is not None:  # after: it reads the rows back
             self.activity.own_outcomes(message_id)
 
@@ -504,6 +564,70 @@ class Sending:
             )
         )
         log.warning("send: message=%s failed for good (%s)", message_id, code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """Round one of an accept: whose the message is, and what the suppression reads found."""
+
+    created: bool  # this request's transaction stored the message
+    message_id: str  # the message of this request (created) or of its Idempotency-Key
+    row: Mapping[str, Any] | None  # that message's row, when an earlier request stored it
+    suppressed: dict[str, Suppression] | None  # None: the reads failed with `error`
+    error: Exception | None
+    inline: bool  # the payload fits the table (else a blob)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A suppression as the message row recorded it at accept (answers are rebuilt from it)."""
+
+    since: str
+    reason: str
+
+
+def _checked_key(idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(
+            "Invalid Idempotency-Key",
+            [Problem("Idempotency-Key", "1 to 255 printable characters")],
+        )
+    return key
+
+
+def _payload_text(request: SendRequest, suppressed: Mapping[str, Any]) -> str:
+    """The ACS message to store, without the suppressed recipients."""
+    message = request.to_acs_message()
+    for kind in ("to", "cc", "bcc"):
+        listed = message.get("recipients", {}).get(kind)
+        if listed:
+            message["recipients"][kind] = [
+                r for r in listed if canonical(r["address"]) not in suppressed
+            ]
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def _suppressed_field(request: SendRequest, suppressed: Mapping[str, Suppression]) -> str:
+    """The message row's record of who was suppressed at accept: by position in the request,
+    so the row names no address (a retry's answer takes the addresses from the retry)."""
+    found: dict[str, list[str]] = {}
+    for n, r in enumerate(request.recipients):
+        sup = suppressed.get(r.key)
+        if sup is not None and not any(m.key == r.key for m in request.recipients[:n]):
+            found[str(n)] = [sup.since, sup.reason]
+    return json.dumps(found, separators=(",", ":"))
+
+
+def _recorded_suppressions(row: Mapping[str, Any], request: SendRequest) -> dict[str, _Held]:
+    recorded = json.loads(str(row.get("suppressed") or "{}"))
+    return {
+        request.recipients[int(n)].key: _Held(str(since), str(reason))
+        for n, (since, reason) in recorded.items()
+        if int(n) < len(request.recipients)
+    }
 
 
 def _headers(body: Mapping[str, Any], replayed: bool) -> dict[str, str]:

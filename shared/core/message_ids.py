@@ -9,8 +9,9 @@ path (create the row). A foreign id that matches by chance (2⁻³² per id) or 
 rows were erased only makes that report take the slower general path: never a wrong result.
 
 An id derived from an Idempotency-Key (`for_key`) is the same on every retry, so claiming the
-key is creating the message row: the accept is one transaction. `generation` counts reuses of
-a key after its idempotency window (README: Idempotency).
+key is creating the message row: the accept is one transaction. `epoch` is the number of whole
+idempotency windows since 1970: a key used again after its window names a new message, and a
+retry is looked for under its epoch and the one before (README: Idempotency).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def new_id(secret: bytes) -> str:
     return _seal(os.urandom(12), secret)
 
 
-def for_key(secret: bytes, key: str, generation: int = 0) -> str:
-    """The id of the send made under `key` (name-based: the same key gives the same id)."""
-    name = f"{generation}|{key}".encode()
+def for_key(secret: bytes, key: str, epoch: int = 0) -> str:
+    """The id of the send made under `key` in window `epoch` (name-based: the same key and
+    epoch give the same id)."""
+    name = f"{epoch}|{key}".encode()
     return _seal(hmac.new(_tag_key(secret), b"key|" + name, hashlib.sha256).digest(), secret)
 
 

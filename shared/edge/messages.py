@@ -533,7 +533,8 @@ class MessageStore:
     ) -> Any:
         """One transaction: the message row, the payload row (when `payload` is inline) and a
         status row per recipient. Returns None when this call accepted the message, else the
-        message row an earlier accept of this id (same Idempotency-Key) wrote."""
+        message row an earlier accept of this id (same Idempotency-Key) wrote: the create of
+        the message row is the key's claim."""
         pk = keys.message_key(message_id)
         ops: list[Any] = [
             ("create", clean({**summary, "PartitionKey": pk, "RowKey": keys.MESSAGE_ROW}))
@@ -544,17 +545,60 @@ class MessageStore:
             rk = keys.status_row(keys.address_key(str(row["address"])))
             entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
             ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
-        try:
-            with storage_errors():
-                self.messages.submit_transaction(ops)
-        except TableTransactionError as exc:
-            if not (exc.status_code == 409 and exc.index == 0):
-                raise
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                with storage_errors():
+                    self.messages.submit_transaction(ops)
+                return None
+            except TableTransactionError as exc:
+                if not (exc.status_code == 409 and exc.index == 0):
+                    raise
             existing = self.message(message_id)
-            if existing is None:  # deleted in between (retention): nothing to finish
-                return {"sendState": SendState.FAILED.value}
-            return existing
-        return None
+            if existing is not None:
+                return existing
+            # withdrawn in between (a refused accept under the same key): claim it afresh
+        raise Transient("message row kept changing under us")
+
+    def correct_accept(
+        self,
+        message_id: str,
+        summary: Mapping[str, Any],
+        payload: str | None,
+        recipient_rows: list[dict[str, Any]],
+    ) -> None:
+        """Correct an accept's transaction before anything was queued (a recipient it took as
+        sendable is suppressed): message row fields, the inline payload, those recipients'
+        status rows; one transaction."""
+        pk = keys.message_key(message_id)
+        entity = {**summary, "PartitionKey": pk, "RowKey": keys.MESSAGE_ROW}
+        ops: list[Any] = [("upsert", clean(entity), {"mode": UpdateMode.MERGE})]
+        if payload is not None:
+            chunks = {"PartitionKey": pk, "RowKey": PAYLOAD_ROW, **_chunks(payload)}
+            ops.append(("upsert", chunks, {"mode": UpdateMode.REPLACE}))
+        for row in recipient_rows:
+            rk = keys.status_row(keys.address_key(str(row["address"])))
+            self.cache.forget(pk, rk)
+            entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
+            ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        with storage_errors():
+            self.messages.submit_transaction(ops)
+
+    def withdraw_accept(self, message_id: str, addresses: list[str], payload_row: bool) -> None:
+        """Delete the rows of an accept nothing was queued for (refused, or it could not check
+        the suppression list): one transaction (≤ 52 rows), else row by row with the message
+        row last, so a retry under its key never finds a message row without its other rows."""
+        pk = keys.message_key(message_id)
+        row_keys = [keys.status_row(keys.address_key(a)) for a in addresses]
+        row_keys += [PAYLOAD_ROW] if payload_row else []
+        for rk in row_keys:
+            self.cache.forget(pk, rk)
+        delete_entities(self.messages, [(pk, rk) for rk in [*row_keys, keys.MESSAGE_ROW]])
+
+    def expiry_noted(self, message_id: str, first_seen: datetime) -> bool:
+        """Whether the message's expiry entry is there: an accept writes it beside its queue
+        put, so a retry under the same Idempotency-Key takes it as "that accept got that far"."""
+        partition = privacy.expiry_partition(privacy.day_of(first_seen), message_id)
+        return read_entity(self.expiry, partition, keys.message_key(message_id)) is not None
 
     def message(self, message_id: str) -> Any:
         return read_entity(self.messages, keys.message_key(message_id), keys.MESSAGE_ROW)

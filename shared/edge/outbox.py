@@ -1,24 +1,20 @@
-"""The send queue and what waits beside it: work items, large payload blobs, Idempotency-Key rows
-and the shared send-slot window. The Messages table belongs to `messages.MessageStore`."""
+"""The send queue and what waits beside it: work items, large payload blobs and the shared
+send-slot window. The Messages table (whose message row is also an Idempotency-Key's record)
+belongs to `messages.MessageStore`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient
 
 from shared.core.errors import Transient
 from shared.core.sending import ratelimit
-from shared.core.state import iso, parse_iso
 from shared.edge.tables import (
     MAX_CONFLICT_RETRIES,
     etag_of,
@@ -34,13 +30,6 @@ if TYPE_CHECKING:
 SLOT_ROW = ("acs", "slots")
 
 
-@dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    message_id: str
-    replay: Mapping[str, Any] | None  # the stored response of a finished earlier request
-    mismatch: bool = False  # the key was used before with a different request
-
-
 class Outbox:
     def __init__(
         self,
@@ -51,113 +40,16 @@ class Outbox:
     ) -> None:
         self.queue = queue
         self.container = container
-        self.idempotency = service.get_table_client(f"{prefix}Idempotency")
         self.throttle = service.get_table_client(f"{prefix}Throttle")
 
     def create(self) -> None:
         with storage_errors():
-            for table in (self.idempotency, self.throttle):
-                with suppress(ResourceExistsError):
-                    table.create_table()
+            with suppress(ResourceExistsError):
+                self.throttle.create_table()
             with suppress(ResourceExistsError):
                 self.queue.create_queue()
             with suppress(ResourceExistsError):
                 self.container.create_container()
-
-    # --- idempotency --------------------------------------------------------------------
-
-    def begin_idempotent(
-        self, key: str, fingerprint: str, new_message_id: str, window: timedelta
-    ) -> IdempotencyClaim:
-        """Reserve `key` for this request, or return what an earlier request with it got.
-
-        A request still in flight (or that crashed) under the same key shares its message id:
-        every accept step is idempotent on it, so both finish the same accept and the worker
-        sends once. A different request under the key comes back as `mismatch`.
-        """
-        pk = self.key_hash(key)
-        now = datetime.now(UTC)
-        for _ in range(MAX_CONFLICT_RETRIES):
-            row = {
-                "PartitionKey": pk,
-                "RowKey": "k",
-                "fingerprint": fingerprint,
-                "messageId": new_message_id,
-                "createdAt": iso(now),
-                "expiresAt": iso(now + window),
-            }
-            try:
-                with storage_errors():
-                    self.idempotency.create_entity(row)
-                return IdempotencyClaim(new_message_id, None)
-            except ResourceExistsError:
-                pass
-            existing = read_entity(self.idempotency, pk, "k")
-            if existing is None:
-                continue
-            expires = parse_iso(existing.get("expiresAt"))
-            if expires is not None and expires <= now:  # past the window: a new request
-                try:
-                    with storage_errors():
-                        self.idempotency.update_entity(
-                            row,
-                            mode=UpdateMode.REPLACE,
-                            etag=existing.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
-                    return IdempotencyClaim(new_message_id, None)
-                except HttpResponseError as exc:
-                    if exc.status_code == 412:
-                        continue
-                    raise
-            if existing.get("fingerprint") != fingerprint:
-                return IdempotencyClaim(str(existing["messageId"]), None, mismatch=True)
-            stored = existing.get("response")
-            return IdempotencyClaim(
-                str(existing["messageId"]), json.loads(stored) if stored else None
-            )
-        raise Transient("idempotency row kept changing under us")
-
-    @staticmethod
-    def key_hash(key: str) -> str:
-        """The Idempotency row's PartitionKey (the message row keeps it, for retention and
-        erasure to find the row)."""
-        return hashlib.sha256(key.encode()).hexdigest()
-
-    def idempotency_row(self, key_hash: str) -> Any:
-        return read_entity(self.idempotency, key_hash, "k")
-
-    def replace_idempotency_response(self, row: Any, response: str) -> bool:
-        """Rewrite the stored answer of the row just read, under its ETag; False when the row
-        changed (or went) in between."""
-        entity = {**{k: v for k, v in row.items() if v is not None}, "response": response}
-        return put_entity(self.idempotency, entity, etag_of(row))
-
-    def delete_idempotency_row(self, row: Any) -> None:
-        """Delete the row unless it changed since read (a new request reusing the key)."""
-        try:
-            with storage_errors():
-                self.idempotency.delete_entity(
-                    row["PartitionKey"],
-                    row["RowKey"],
-                    etag=etag_of(row),
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except HttpResponseError as exc:
-            if exc.status_code != 412:
-                raise
-
-    def stored_response(self, key: str) -> Mapping[str, Any] | None:
-        """The response the request that claimed `key` stored when it finished (None yet)."""
-        row = read_entity(self.idempotency, hashlib.sha256(key.encode()).hexdigest(), "k")
-        stored = (row or {}).get("response")
-        return dict(json.loads(stored)) if stored else None
-
-    def finish_idempotent(self, key: str, response: Mapping[str, Any]) -> None:
-        pk = hashlib.sha256(key.encode()).hexdigest()
-        entity = {"PartitionKey": pk, "RowKey": "k", "response": json.dumps(response)}
-        with storage_errors():
-            self.idempotency.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     # --- work items and payload blobs ---------------------------------------------------
 
