@@ -461,17 +461,25 @@ def rounds(seen: list[tuple[float, float, str, str]]) -> int:
 
 
 @pytest.mark.parametrize("key", [None, "rounds-1"])
-def test_an_accept_is_two_rounds_with_or_without_a_key(
+def test_an_accept_is_two_rounds_and_a_keyed_one_three(
     env: dict[str, str], key: str | None
 ) -> None:
     """[suppression read ∥ Messages transaction (∥ the previous window's row, with a key)] →
     [queue put ∥ index row ∥ expiry entry]: nothing else, and the queue put only after the
-    transaction."""
+    transaction. With a key the expiry entry (a retry's sign that the queue put landed) goes
+    only after the queue put: one more request in sequence, never a replayed 202 for a
+    message that was not queued."""
     post(BODY)  # first use: clients built, tables there
     with timed_requests(0.15) as seen:
         accepted = post(BODY, key=key)
     assert accepted.status == 202
-    assert rounds(seen) == 2, seen
+    assert rounds(seen) == (3 if key else 2), seen
+    (expiry,) = [r for r in seen if "Expiry" in r[3]]
+    (queued,) = [r for r in seen if r[3].endswith("/email-send/messages")]
+    if key:
+        assert expiry[0] >= queued[1]
+    else:
+        assert expiry[0] < queued[1]
     # the suppression state row and the erasure tombstone, the transaction (and the previous
     # window's message row), then the queue put, the index row and the expiry entry
     assert len(seen) == (7 if key else 6), seen
@@ -569,7 +577,7 @@ def test_a_retry_finishes_an_accept_that_died_before_its_queue_put(
     class Died(BaseException):
         """The host went away (no error handling runs)."""
 
-    def die(*args: Any) -> None:
+    def die(*args: Any, **kwargs: Any) -> None:
         raise Died
 
     with monkeypatch.context() as m:
@@ -604,3 +612,28 @@ def test_a_retry_after_a_failed_queue_put_finishes_it_at_once(
     assert time.monotonic() - started < 60
     assert again.headers["Idempotent-Replayed"] == "true"
     assert drain(env) == ["sent"]
+
+
+def test_a_keyed_accept_that_dies_at_its_queue_put_is_never_replayed_unqueued(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host goes away while the queue put is on the wire and the index and expiry writes
+    beside it land: the expiry entry is a retry's sign that the message was queued, so it must
+    not exist yet, and the retry (after REPLAY_WAIT_S) queues the message itself."""
+    monkeypatch.setattr(sending_module, "REPLAY_WAIT_S", 0.3)
+
+    class Died(BaseException):
+        """The host went away (no error handling runs)."""
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.3)  # the writes beside it have their answers by now
+        raise Died
+
+    with monkeypatch.context() as m:
+        m.setattr(Outbox, "enqueue", die)
+        with pytest.raises(Died):
+            post(BODY, key="died-at-put-1")
+    assert send_queue(env).get_queue_properties().approximate_message_count == 0
+    again = post(BODY, key="died-at-put-1")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert drain(env) == ["sent"]  # queued by the retry: accepted, so sent

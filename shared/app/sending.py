@@ -127,7 +127,7 @@ class Sending:
                     raise claimed.error or Transient("suppression list unreadable")
                 return self._complete(
                     claimed.message_id, request, claimed.suppressed, now, {}, claimed.inline,
-                    base_url, replayed=False,
+                    base_url, replayed=False, keyed=key is not None,
                 )  # fmt: skip
             reply = self._replay(claimed, request, base_url)
             if reply is not None:
@@ -205,12 +205,14 @@ class Sending:
         request and the message row. None when that message was withdrawn meanwhile.
 
         An earlier accept still queued may not have reached its queue put. Its expiry entry,
-        written beside the queue put, says it did; one that failed there marked its row
-        (`queueFailedAt`). Until REPLAY_WAIT_S after its accept a retry waits for that entry
+        written after the queue put (keyed accepts), says it did; one that failed there marked
+        its row (`queueFailedAt`). Until REPLAY_WAIT_S after its accept a retry waits for that entry
         (a concurrent retry: the first request is finishing); past that, or when marked, the
-        retry finishes the accept itself under its times, with its own suppression reads. (A
-        second work item at worst, when the first died between its expiry entry and its queue
-        put: the worker's claim makes it harmless.)
+        retry finishes the accept itself under its times, with its own suppression reads. A
+        keyed accept writes that entry only after its queue put succeeded, so a retry never
+        answers for a message that was not queued; a second work item at worst (the first
+        request died between its queue put and the entry, or is slower than REPLAY_WAIT_S),
+        which the worker's claim makes harmless.
         """
         message_id, row = claimed.message_id, claimed.row
         fingerprint = request.fingerprint()
@@ -237,7 +239,7 @@ class Sending:
             return self._complete(
                 message_id, request, claimed.suppressed, accepted_at,
                 _recorded_suppressions(row, request), row.get("payload") != "blob",
-                base_url, replayed=True,
+                base_url, replayed=True, keyed=True,
             )  # fmt: skip
         return None
 
@@ -259,6 +261,7 @@ class Sending:
         base_url: str,
         *,
         replayed: bool,
+        keyed: bool,
     ) -> Reply:
         """After the transaction: refuse (and withdraw) when nobody sendable is left, correct
         the rows when the suppression reads differ from what they `recorded`, then the queue
@@ -288,7 +291,7 @@ class Sending:
                 payload if inline else None,
                 [row for r, row in zip(request.recipients, rows, strict=True) if r.key in changed],
             )
-        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at)
+        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at, keyed=keyed)
         body = self._accepted_body(message_id, request, suppressed, iso(accepted_at), base_url)
         log.info(
             "send accepted: message=%s recipients=%d suppressed=%d",
@@ -371,20 +374,29 @@ class Sending:
         suppressed: Mapping[str, Suppression],
         rows: list[dict[str, Any]],
         accepted_at: datetime,
+        *,
+        keyed: bool,
     ) -> None:
         # Only now, with the rows committed (and corrected): the worker drops a work item whose
         # message row it cannot find, and the history must never point at a message that was
         # not accepted. The index writes, the expiry entry and the queue put depend on nothing
         # but the transaction, so they go out together; the caller replies 202 only once every
         # one of them succeeded. A failure marks the row, so a retry of the request finishes it.
-        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        if len(suppressed) < len({r.key for r in request.recipients}):
-            writes.append((self.outbox.enqueue, (message_id, 0)))
-        writes += [
+        # With an Idempotency-Key the expiry entry is also the retry's sign that the queue put
+        # landed (`_replay`), so it goes only after it: one more request in sequence for keyed
+        # sends, and no crash between the two can make a retry answer 202 for a message that
+        # was never queued.
+        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
             (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
             for row in rows
         ]
-        writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention's list
+        queued = len(suppressed) < len({r.key for r in request.recipients})
+        if queued and keyed:
+            writes.insert(0, (self._enqueue_then_note, (message_id, accepted_at)))
+        else:
+            if queued:
+                writes.insert(0, (self.outbox.enqueue, (message_id, 0)))
+            writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention
         try:
             run_together(writes)
         except Exception:
@@ -394,6 +406,10 @@ class Sending:
             raise
         if suppressed and self.activity is not None:  # after: it reads the rows back
             self.activity.own_outcomes(message_id)
+
+    def _enqueue_then_note(self, message_id: str, accepted_at: datetime) -> None:
+        self.outbox.enqueue(message_id, 0)
+        self.store.note_expiry(message_id, accepted_at)
 
     # --- send (queue worker) ------------------------------------------------------------
 
