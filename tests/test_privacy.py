@@ -161,8 +161,7 @@ def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[s
     record_event(delivery_event(message_id, KEEP, "Delivered"))
     store = services.message_store()
     long_ago = datetime.now(UTC) - timedelta(days=200)
-    (entry,) = table(env, "Expiry")
-    store.drop_expiry(entry)
+    assert table(env, "Expiry") == []  # known from its report: found through its activity row
     store.note_expiry(message_id, long_ago)  # filed 200 days ago, yet its rows are new
     done = services.privacy().purge()
     assert done.get("messagesKept") == 1
@@ -191,6 +190,30 @@ def test_an_engagement_only_message_is_purged_after_retention(env: dict[str, str
     assert done["recipientIndex"] == 2
     for name in ("Messages", "RecipientIndex", "Expiry"):
         assert table(env, name) == [], name
+
+
+def test_a_message_known_from_its_reports_is_found_through_its_activity_rows(
+    env: dict[str, str],
+) -> None:
+    """First sight writes no expiry entry (two requests, not three): each report's activity
+    row, filed by the report's hour, is how retention finds the message. One whose rows
+    changed since is kept, and filed in the expiry index from then on."""
+    old, recent = str(uuid.uuid4()), str(uuid.uuid4())
+    hundred_days = -100 * 86_400
+    record_event(delivery_event(old, KEEP, "Delivered"))
+    record_event(delivery_event(recent, KEEP, "Delivered", seconds=hundred_days))
+    assert table(env, "Expiry") == []
+    now = datetime.now(UTC)
+    done = services.privacy().purge(now)  # the old report's hour is past retention
+    assert done.get("messagesKept") == 1  # its rows were written just now: kept
+    (filed,) = table(env, "Expiry")
+    assert filed["messageId"] == recent
+    assert services.message_store().message_rows(recent)
+    done = services.privacy().purge(now + timedelta(days=92))
+    assert done["messages"] == 2
+    assert table(env, "Messages") == []
+    assert table(env, "Activity") == []
+    assert table(env, "Expiry") == []
 
 
 def test_outcome_events_are_found_by_hour_without_reading_the_records(

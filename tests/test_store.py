@@ -320,10 +320,10 @@ def test_round_trips(storage_connection_string: str) -> None:
     assert trips(report) == ["GET", "PUT"]
     assert trips(report) == ["GET"]
     first_sight = delivery_event(fresh_mid, "f@example.com", "Delivered", 2)
-    # read, create, then the index upsert and the expiry entry (retention) together
-    assert sorted(trips(first_sight)) == ["GET", "PATCH", "POST", "PUT"]
-    # heals an index write (and expiry entry) a crash may have lost
-    assert sorted(trips(first_sight)) == ["GET", "PATCH", "PUT"]
+    # read, create, then the index upsert (retention finds it through its activity row)
+    assert sorted(trips(first_sight)) == ["GET", "PATCH", "POST"]
+    # heals an index write a crash may have lost
+    assert sorted(trips(first_sight)) == ["GET", "PATCH"]
 
 
 def test_round_trips_with_the_row_cache(storage_connection_string: str) -> None:
@@ -451,13 +451,13 @@ def test_first_sight_is_two_requests_in_parallel(
 
     mid, addr = str(uuid.uuid4()), "first@example.com"
     report = delivery_event(mid, addr, "Delivered", 2)
-    # status row create ∥ index upsert (the two the report needs) ∥ its retention entry
-    assert trips(report) == ["PATCH", "POST", "PUT"]
+    # status row create ∥ index upsert: the two the report needs, nothing else (retention
+    # finds the message through the report's activity row)
+    assert trips(report) == ["PATCH", "POST"]
     # A redelivery: the create fails, the row read shows the event; the index entry is
     # written again (it heals a crash after the row write) and kept. On the instance that
     # created the row its cache answers: only the index heal.
-    # (Each with its retention entry, PUT, re-filed the same way.)
-    expected = ["PATCH", "PUT"] if cache_bytes else ["GET", "PATCH", "PATCH", "POST", "PUT", "PUT"]
+    expected = ["PATCH"] if cache_bytes else ["GET", "PATCH", "PATCH", "POST"]
     assert trips(report) == expected
     items, _ = store.recipient_history(addr, 10, None)
     assert [i["messageId"] for i in items] == [mid]
@@ -472,7 +472,7 @@ def test_first_sight_is_two_requests_in_parallel(
     if cache_bytes:  # this instance wrote the row: its cache says it exists, no guess
         assert requests == ["PUT"]
     else:
-        assert sorted(requests) == ["DELETE", "GET", "PATCH", "POST", "PUT", "PUT"]
+        assert sorted(requests) == ["DELETE", "GET", "PATCH", "POST", "PUT"]
     items, _ = store.recipient_history(addr, 10, None)
     assert sorted(i["messageId"] for i in items) == sorted([mid, ours_mid])
     assert _status_row(store, ours_mid, addr)["status"] == "delivered"

@@ -92,20 +92,46 @@ class Privacy:
         if self.outcomes is not None:
             counts["outcomeEvents"] += self.outcomes.purge_before(keep_from, PURGE_ROWS_PER_RUN)
         if self.activity is not None:  # hourly partitions: the hour holding the cutoff is kept
-            counts["activity"] += self.activity.purge_before(bucket_of(limit), PURGE_ROWS_PER_RUN)
+            counts.update(self._purge_activity(bucket_of(limit), limit))
         log.info("retention purge before %s: %s", keep_from, dict(sorted(counts.items())))
         return dict(counts)
 
+    def _purge_activity(self, hour: str, limit: datetime) -> Counter[str]:
+        """The activity rows of hours past retention, and first the messages they name: a
+        message known from its reports alone (not sent through us) has no expiry entry, since
+        every report writes an activity row anyway (so its first sight is two requests, not
+        three). Bounded like the rest: PURGE_MESSAGES_PER_RUN messages, PURGE_ROWS_PER_RUN
+        rows; the rows of messages left for the next run stay until then."""
+        assert self.activity is not None
+        done: Counter[str] = Counter()
+        rows = self.activity.expired(hour, PURGE_ROWS_PER_RUN)
+        named = [str(r["messageId"]) for r in rows if r.get("messageId")]
+        found = list(dict.fromkeys(named))[:PURGE_MESSAGES_PER_RUN]
+        for purged in FANOUT.map(lambda mid: self._purge_message({"messageId": mid}, limit), found):
+            done.update(purged)
+        handled = set(found)
+        gone = [r for r in rows if not r.get("messageId") or str(r["messageId"]) in handled]
+        every_one = len(gone) == len(rows) < PURGE_ROWS_PER_RUN
+        done["activity"] += self.activity.drop_expired(gone, hour, every_one)
+        return done
+
     def _purge_message(self, entry: Mapping[str, Any], limit: datetime) -> Counter[str]:
+        """Purge one message found by its expiry `entry`, or (an entry of `messageId` alone)
+        by an activity row past retention."""
         done: Counter[str] = Counter()
         message_id = str(entry["messageId"])
+        filed = "PartitionKey" in entry
         rows = self.store.partition(message_id)
         if not rows:  # gone already (purged through another of its entries, or erased)
-            self.store.drop_expiry(entry)
+            if filed:
+                self.store.drop_expiry(entry)
             return done
         changed = privacy.last_changed(r.metadata.get("timestamp") for r in rows)
         if changed is not None and changed >= limit:  # a late report or engagement: keep it
-            self.store.refile_expiry(entry, privacy.day_of(changed))
+            if filed:
+                self.store.refile_expiry(entry, privacy.day_of(changed))
+            else:  # from now on the expiry index knows it
+                self.store.note_expiry(message_id, changed)
             done["messagesKept"] += 1
             return done
         summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
@@ -122,7 +148,8 @@ class Privacy:
                 self.activity.unlink(internet_id, message_id)
         pk = keys.message_key(message_id)
         done["messageRows"] += self.store.delete_rows(pk, [str(r["RowKey"]) for r in rows])
-        self.store.drop_expiry(entry)
+        if filed:
+            self.store.drop_expiry(entry)
         done["messages"] += 1
         return done
 

@@ -176,15 +176,24 @@ class ActivityIndex:
 
     # --- retention and erasure (`app.privacy`) ------------------------------------------
 
-    def purge_before(self, hour: str, limit: int) -> int:
-        """Delete up to `limit` outcome rows of hours before `hour` (YYYYMMDDHH; the `dir`
-        partition sorts after every hour, so the range leaves it out), then the directory rows
-        of hours left empty."""
-        rows = query_keys(self.table, f"PartitionKey lt '{hour}'", limit)
+    def expired(self, hour: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` outcome rows of hours before `hour` (YYYYMMDDHH; the `dir` partition
+        sorts after every hour, so the range leaves it out): keys and message id. Retention
+        reads them first: they are how it finds messages known from their reports alone."""
+        where = f"PartitionKey lt '{hour}'"
+        with storage_errors():
+            rows = self.table.query_entities(
+                where, select=["PartitionKey", "RowKey", "messageId"], results_per_page=limit
+            )
+            return [dict(r) for r, _ in zip(rows, range(limit), strict=False)]
+
+    def drop_expired(self, rows: list[dict[str, Any]], hour: str, every_one: bool) -> int:
+        """Delete those rows; `every_one`: no older row is left, so the directory rows of the
+        hours before `hour` go too."""
         gone = delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
-        if len(rows) < limit:  # every old hour is empty now: their directory rows go too
+        if every_one:
             marks = query_keys(
-                self.table, f"PartitionKey eq '{DIRECTORY}' and RowKey lt '{hour}'", limit
+                self.table, f"PartitionKey eq '{DIRECTORY}' and RowKey lt '{hour}'", 1_000
             )
             delete_entities(self.table, [(DIRECTORY, str(m["RowKey"])) for m in marks])
             for mark in marks:

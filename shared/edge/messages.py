@@ -15,8 +15,9 @@ Tables (names prefixed by TABLE_PREFIX, default "Email"):
 - `<p>Counters`    PartitionKey = counter family; e.g. unknown event types seen.
 - `<p>Expiry`      PartitionKey = `<UTC day first seen>|<hex digit>`, RowKey = message key: the
   retention purge's list of messages by age (`shared/core/privacy.py`), so it never scans
-  Messages. Written beside the recipient-index rows (at accept, and when a report first names a
-  recipient), at the same time as them: one more request there, no added round trip.
+  Messages. Written at accept (beside the queue put) and for an engagement-only recipient; a
+  message known from its reports alone is found through the activity row each report writes
+  (`app.privacy`), so a report's first sight is two requests, not three.
 
 A delivery report costs two round trips on the common path: a point read of the status row,
 then one conditional single-entity write of it (create when absent, replace under its ETag)
@@ -225,11 +226,8 @@ class MessageStore:
         entry = None if marker_event_id is None else {**(marker or {}), "eventId": marker_event_id}
         cached = None if entry is None else self.cache.get(pk, status_rk)
         guessed: str | None = None  # the index entry the first-sight try wrote
-        guessed_day: str | None = None  # and the day its retention entry was filed under
         if first_sight and entry is not None and cached is None:
-            created, guessed, guessed_day = self._first_sight(
-                pk, addr, fact, entry, address, message_id
-            )
+            created, guessed = self._first_sight(pk, addr, fact, entry, address, message_id)
             if created is not None:
                 return created
         result = self._record(pk, addr, fact, entry, address, message_id, cached)
@@ -239,13 +237,6 @@ class MessageStore:
             # crash first leaves an entry the history skips: its row points to another one.)
             with storage_errors(), suppress(ResourceNotFoundError):
                 self.index.delete_entity(addr, guessed)
-        if (
-            guessed_day is not None
-            and result.row is not None
-            and privacy.day_of(_first_seen(result.row)) != guessed_day  # filed on a wrong day
-        ):
-            partition = privacy.expiry_partition(guessed_day, message_id)
-            delete_entities(self.expiry, [(partition, keys.message_key(message_id))])
         return result
 
     def _first_sight(
@@ -256,35 +247,30 @@ class MessageStore:
         entry: Mapping[str, Any],
         address: str,
         message_id: str,
-    ) -> tuple[Recorded | None, str | None, str | None]:
+    ) -> tuple[Recorded | None, str | None]:
         """A report of a message we hold no row for: create the status row (no read first)
         and, at the same time, the recipient-index entry it implies: two requests, in
         parallel. A create that fails (409: the row exists) returns (None, the index entry
         written), and the caller takes the general path, then drops the entry if the row
-        sorts the message elsewhere. Returns (result, None) when the create succeeded."""
+        sorts the message elsewhere. Returns (result, None) when the create succeeded.
+        (No retention entry: a message known from its reports is found by retention through
+        the activity row each report writes, `app.privacy`.)"""
         decision = decide_report(None, fact, entry, address, message_id)
         if decision.row is None or decision.marker or decision.evicted:
-            return None, None, None  # one event too large for the row: the general path
+            return None, None  # one event too large for the row: the general path
         entity = clean({**decision.row, "PartitionKey": pk, "RowKey": keys.status_row(addr)})
         entity["updatedAt"] = iso(datetime.now(UTC))
         rk = str(entity["indexRk"])
-        # The message's retention entry goes out with them (a third request, in parallel: the
-        # same wait as two). Filed under the day the recipient was first seen.
-        first_seen = _first_seen(entity)
-        side = [
-            FANOUT.submit(self.write_index, addr, message_id, entity),
-            FANOUT.submit(self.note_expiry, message_id, first_seen),
-        ]
+        indexing = FANOUT.submit(self.write_index, addr, message_id, entity)
         try:
             etag = write_entity(self.messages, entity, None)
         finally:
-            wait(side)
-        for done in side:
-            done.result()
+            wait([indexing])
+        indexing.result()
         if etag is None:
-            return None, rk, privacy.day_of(first_seen)
+            return None, rk
         self.cache.put(pk, entity["RowKey"], etag, entity)
-        return Recorded(duplicate=False, changed=True, row=entity, previous=None), None, None
+        return Recorded(duplicate=False, changed=True, row=entity, previous=None), None
 
     def _record(
         self,
@@ -325,15 +311,9 @@ class MessageStore:
                 continue
             old_rk = current.get("indexRk") if current else None
             if new_row is not None and new_row.get("indexRk") != old_rk:
-                # A recipient first seen (or moved in its history): its index row and the
-                # message's expiry entry go out together, so retention adds no round trip.
-                first_seen = _first_seen(new_row) if current is None else None
-                run_together(
-                    [
-                        (self.write_index, (addr, message_id, new_row)),
-                        *([(self.note_expiry, (message_id, first_seen))] if first_seen else []),
-                    ]
-                )
+                # A recipient first seen (or moved in its history): its index row. (Retention
+                # finds a message first seen in a report through the report's activity row.)
+                self.write_index(addr, message_id, new_row)
                 if old_rk:  # an earlier fact moved the message in the history: drop the old place
                     with storage_errors():
                         self.index.delete_entity(addr, old_rk)
@@ -387,13 +367,7 @@ class MessageStore:
         # The row is committed before the index entry: a crash between the two is healed by
         # the redelivery of the event that placed the message, and only that one re-writes.
         if current is not None and index_may_be_missing(current, fact):
-            first_seen = _first_seen(current)
-            run_together(
-                [
-                    (self.write_index, (addr, message_id, current)),
-                    (self.note_expiry, (message_id, first_seen)),
-                ]
-            )
+            self.write_index(addr, message_id, current)
         return Recorded(duplicate=True, changed=False, row=current, previous=current)
 
     def record_engagement(self, report: EngagementReport) -> Recorded:
