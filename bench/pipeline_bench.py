@@ -37,12 +37,12 @@ from .payloads import MIX_LABEL, SENDER, mixed_events, recipients
 from .report import Figure, figure, heading, line
 
 SECTION = "pipeline"
-REPORTS = 2_000  # common path: the message was accepted (and sent) by us first
+REPORTS = 800  # common path: the message was accepted (and sent) by us first
 ROUNDS = 4  # baseline and reports alternate in this many rounds
-STORE_ONLY = 800  # the same mix through the store alone: its share of a report's time
-FIRST_SIGHT = 400  # reports for messages we hold no row for
+STORE_ONLY = 400  # the same mix through the store alone: its share of a report's time
+FIRST_SIGHT = 300  # reports for messages we hold no row for
 DUPLICATES = 200  # redeliveries of reports already recorded
-BREAKDOWN = 400  # requests of each kind timed alone, to show where a report's time goes
+BREAKDOWN = 200  # requests of each kind timed alone, to show where a report's time goes
 DELIVERED_ONLY = 200  # the common path proper: a delivered report of our own send
 FAILURES_ONLY = 200  # every report a failure: the side effects' cost
 CPU_ITERATIONS = 20_000
