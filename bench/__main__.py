@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in SECTIONS:
         if name not in chosen:
             continue
+        began = time.perf_counter()
         try:
             figures += _section(name)
         except Exception:
             traceback.print_exc()
             failed.append(name)
+        print(f"  ({name}: {time.perf_counter() - began:,.0f} s)", flush=True)
     summary(figures, failed)
     print(f"  total {time.perf_counter() - started:,.0f} s", flush=True)
     return 1 if failed else 0

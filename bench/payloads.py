@@ -102,19 +102,10 @@ def recipients(count: int, tag: str, key: bytes | None = None) -> list[tuple[str
     ]
 
 
-def send_request(n: int) -> dict[str, Any]:
-    """A `POST /api/emails` body (the app fills in the default sender)."""
+def send_request(n: int, count: int = 1) -> dict[str, Any]:
+    """A `POST /api/emails` body to `count` recipients (the app fills in the default sender)."""
     return {
-        "to": [{"address": f"user{n}@bench.example"}],
+        "to": [{"address": f"user{n}-{i}@bench.example"} for i in range(count)],
         "subject": f"Benchmark message {n}",
         "plainText": "Hello from the benchmark.",
-    }
-
-
-def acs_message(n: int, sender: str) -> dict[str, Any]:
-    """The same message as `send_request(n)`, as an ACS EmailMessage for the SDK."""
-    return {
-        "senderAddress": sender,
-        "recipients": {"to": [{"address": f"user{n}@bench.example"}]},
-        "content": {"subject": f"Benchmark message {n}", "plainText": "Hello from the benchmark."},
     }
