@@ -28,8 +28,15 @@ from shared.app.reports import EventOutcome, ReportRecorder
 from shared.core.classification import Classification, classify, clear_cache
 from shared.core.events import DeliveryReport, parse_event
 from shared.core.settings import get_settings
-from shared.core.state import Fact, decide_report, fact_from_report, timeline_entry
-from shared.core.status import Status
+from shared.core.state import (
+    Fact,
+    apply_fact,
+    decide_report,
+    fact_from_report,
+    iso,
+    timeline_entry,
+)
+from shared.core.status import SendState, Status
 from shared.edge.messages import MessageStore
 
 from .measure import RequestCounter, chunks, environment, pooled
@@ -234,13 +241,27 @@ def _measure(conn: str) -> list[Figure]:
 def write_sent_rows(
     store: MessageStore, pairs: list[tuple[str, str]], now: datetime
 ) -> dict[str, dict[str, Any]]:
-    """Write the rows the send path leaves behind (accepted, then sent); returns them by id."""
+    """Write the rows the send path leaves behind: the accept's transaction (message row and a
+    status row carrying the message's size, tags and metadata, as `Sending` writes it), then
+    the worker's `sent`; returns the status rows by id."""
     rows: dict[str, dict[str, Any]] = {}
+    summary = {
+        "sender": SENDER,
+        "acceptedAt": iso(now),
+        "recipientCount": 1,
+        "sendState": SendState.QUEUED.value,
+        "payload": "table",
+        "sizeBytes": 2_000,
+    }
 
     def accept(pair: tuple[str, str]) -> None:
         mid, addr = pair
-        fact = Fact(Status.SENT, now, "sent", sender=SENDER, accepted_at=now, sent_at=now)
-        result = store.record_fact(mid, addr, fact)
+        accepted = Fact(Status.ACCEPTED, now, "accept", sender=SENDER, accepted_at=now)
+        row = apply_fact(None, accepted, addr, mid)
+        assert row is not None
+        copied = {"updatedAt": iso(now), "sizeBytes": 2_000, "tags": "", "metadata": ""}
+        store.accept(mid, summary, None, [{**row, **copied}])
+        result = store.record_fact(mid, addr, Fact(Status.SENT, now, "sent", sent_at=now))
         assert result.row is not None
         rows[mid] = dict(result.row)
 
