@@ -56,6 +56,7 @@ from .pipeline_bench import baseline_entities, write_sent_rows
 from .report import Figure, figure, heading, line
 
 SECTION = "stack"
+SENDER_FUNCTION = "send_queued_email"  # the queue trigger that hands accepted sends to ACS
 HOOK_CLIENTS = 8  # Event Grid delivers to one endpoint concurrently
 HOOK_REPORTS = 240  # per case, spread over HOOK_ROUNDS alternating rounds
 HOOK_ROUNDS = 3
@@ -89,6 +90,12 @@ def run() -> list[Figure]:
         for size in ACCEPT_SIZES:
             figures += _accepts(info, host, size)
         figures += _accept_in_process(info)
+    # The same 1-recipient accepts with the queue trigger switched off (the host's own
+    # `AzureWebJobs.<name>.Disabled` setting): how much of the latency above is the worker's
+    # sends sharing the host process, and so its GIL, with the accepts.
+    off = {**env, f"AzureWebJobs.{SENDER_FUNCTION}.Disabled": "true"}
+    with _host_counts() as path, _running_stack(off) as info:
+        figures += _accepts(info, _HostRequests(path, info), 1, worker=False)
     return figures
 
 
@@ -358,9 +365,12 @@ def _sandbox_sends(info: StackInfo) -> int:
     return len(reply.json()["operations"])
 
 
-def _accepts(info: StackInfo, host: _HostRequests, count: int) -> list[Figure]:
+def _accepts(
+    info: StackInfo, host: _HostRequests, count: int, *, worker: bool = True
+) -> list[Figure]:
     """Sequential POST /api/emails to `count` recipients, interleaved with raw accepts (so
-    drift hits both alike)."""
+    drift hits both alike). `worker` False: the stack's sender is switched off (no targets:
+    it shows the worker's share)."""
     assert info.sandbox_url is not None, "the bench needs the ACS sandbox, not a real resource"
     raw = _RawAccept(info.storage_connection_string)
     backlog = QueueClient.from_connection_string(info.storage_connection_string, SEND_QUEUE)
@@ -393,6 +403,11 @@ def _accepts(info: StackInfo, host: _HostRequests, count: int) -> list[Figure]:
     app_p50, app_p99 = percentile(app_s, 50) * 1000, percentile(app_s, 99) * 1000
     raw_p50, raw_p99 = percentile(raw_s, 50) * 1000, percentile(raw_s, 99) * 1000
     who = f"{count} recipient{'s' if count > 1 else ''}"
+    if not worker:
+        line(f"{ACCEPTS} sequential accepts, {who}, worker OFF", f"{rejects} non-202")
+        line("  POST /api/emails, p50 / p99", f"{app_p50:,.1f} / {app_p99:,.1f} ms")
+        line("  raw accept (transaction + queue put), p50", f"{raw_p50:,.1f} ms")
+        return [figure(SECTION, f"accept p50 ÷ raw p50, {who}, worker off", app_p50 / raw_p50)]
     line(f"{ACCEPTS} sequential accepts, {who}, {len(raw_s)} raw between", f"{rejects} non-202")
     line(
         "  worker meanwhile: sends to the sandbox, send queue depth",
