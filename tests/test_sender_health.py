@@ -209,3 +209,15 @@ def test_a_domain_below_the_minimum_volume_is_not_judged(rates: str) -> None:
     # 1 bounce in 3 sends is 33 %, but three sends say nothing: not "ok", not "critical".
     assert view["bounce"]["level"] == "not_judged"
     assert view["spam"]["level"] == "not_judged"
+
+
+def test_the_worker_counts_its_sends_in_one_batched_write(send_env: dict[str, str]) -> None:
+    """A send costs no counter request of its own: the worker's counts wait in memory and go
+    out as one write per domain and minute (`add_soon`); the sender's window then shows them."""
+    for n in range(3):
+        post(_mail(f"r{n}@simulator.test"))
+    assert drain(send_env) == ["sent"] * 3
+    services.sender_health().flush()  # what the timer does within 5 s
+    status, view = health_api("sandbox.test")
+    assert status == 200, view
+    assert view["window"]["sent"] == 3

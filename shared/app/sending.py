@@ -452,7 +452,7 @@ class Sending:
         if slot - now.timestamp() > EARLY_WAKE_S:
             self.outbox.enqueue(message_id, attempt, delay_s=slot - now.timestamp(), slot=slot)
             return "scheduled"
-        claimed = self.store.claim(message_id, now)
+        claimed = self.store.claim(message_id, now, row)  # under the ETag read above
         if claimed is None:
             if self.store.message(message_id) is not None:
                 self.outbox.enqueue(message_id, attempt, delay_s=30)  # after the other worker
@@ -464,7 +464,8 @@ class Sending:
         answer = self.acs.send(message, operation_id=message_id)
         if answer.accepted:
             sent = Fact(Status.SENT, now, "sent", sent_at=now)
-            self._finish(message_id, SendState.SENT, sent, now, {"sentAt": now.isoformat()})
+            done = {"sentAt": now.isoformat()}
+            self._finish(message_id, SendState.SENT, sent, now, done, claimed)
             log.info("send: message=%s handed to ACS (attempt %d)", message_id, attempt + 1)
             self._watch(message_id, str(row.get("sender") or ""), message, now)
             return "sent"
@@ -501,8 +502,9 @@ class Sending:
         fact: Fact,
         now: datetime,
         extra: Mapping[str, Any],
+        message_row: Mapping[str, Any] | None = None,
     ) -> None:
-        before = self.store.finish(message_id, state, fact, now, extra)
+        before = self.store.finish(message_id, state, fact, now, extra, message_row)
         if before is not None and before.get("payload") == "blob":
             self.outbox.delete_payload_blob(message_id)
 
@@ -523,12 +525,14 @@ class Sending:
         """After a send: count it for the sender's rates, and watch for its final reports.
 
         Monitoring only: ACS has the message and `finish` recorded it, so a storage error here
-        must not fail (and so re-run) the send; it is logged and the send stands.
+        must not fail (and so re-run) the send; it is logged and the send stands. The count is
+        batched per instance (`add_soon`: one counter write per domain and minute, within 5 s;
+        a crash loses at most those seconds of counts), so a send costs no counter requests.
         """
         recipients = message.get("recipients") or {}
         count = sum(len(recipients.get(kind) or []) for kind in ("to", "cc", "bcc"))
         try:
-            self.senders.add(domain_of(sender), Counts(sent=count), now)
+            self.senders.add_soon(domain_of(sender), Counts(sent=count), now)
             self.in_flight.track(message_id, sender or None, now, self.settings.stuck_after_minutes)
         except Transient as exc:
             log.warning("send: message=%s sent, but not counted/watched (%s)", message_id, exc)

@@ -577,26 +577,31 @@ class MessageStore:
     def message(self, message_id: str) -> Any:
         return read_entity(self.messages, keys.message_key(message_id), keys.MESSAGE_ROW)
 
-    def claim(self, message_id: str, now: datetime) -> Any:
-        """Mark the message `sending` under its ETag; None when someone else owns or ended it."""
+    def claim(self, message_id: str, now: datetime, row: Any = None) -> dict[str, Any] | None:
+        """Mark the message `sending` under its ETag; None when someone else owns or ended it.
+        `row`: the message row as the caller read it (with its ETag): no read first, and a row
+        changed since fails the write (412) and is read afresh. Returns the claimed row."""
         for _ in range(MAX_CONFLICT_RETRIES):
-            row = self.message(message_id)
+            if row is None:
+                row = self.message(message_id)
             if row is None or row.get("sendState") in (SendState.SENT, SendState.FAILED):
                 return None
             if claimed_by_another(row, now):
                 return None
+            claimed = {**row, "sendState": SendState.SENDING.value, "claimedAt": iso(now)}
             try:
                 with storage_errors():
                     self.messages.update_entity(
-                        {**row, "sendState": SendState.SENDING.value, "claimedAt": iso(now)},
+                        claimed,
                         mode=UpdateMode.REPLACE,
                         etag=row.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                return self.message(message_id)
+                return claimed
             except HttpResponseError as exc:
                 if exc.status_code != 412:
                     raise
+                row = None
         raise Transient("message row kept changing under us")
 
     def release(self, message_id: str) -> None:
@@ -617,11 +622,13 @@ class MessageStore:
         fact: Fact,
         now: datetime,
         extra: Mapping[str, Any] | None = None,
+        message_row: Mapping[str, Any] | None = None,
     ) -> Any:
         """End the send: message state, recipient facts, payload row deletion, in one
-        transaction. Returns the message row as it was before."""
+        transaction. Returns the message row as it was before (`message_row`: as the caller
+        holds it, e.g. the row it claimed; read when not given)."""
         pk = keys.message_key(message_id)
-        msg = self.message(message_id)
+        msg = self.message(message_id) if message_row is None else message_row
         before = msg
         for _ in range(MAX_CONFLICT_RETRIES):
             rows = {
