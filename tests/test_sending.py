@@ -637,3 +637,18 @@ def test_a_keyed_accept_that_dies_at_its_queue_put_is_never_replayed_unqueued(
     again = post(BODY, key="died-at-put-1")
     assert again.headers["Idempotent-Replayed"] == "true"
     assert drain(env) == ["sent"]  # queued by the retry: accepted, so sent
+
+
+def test_a_send_is_nine_storage_requests(env: dict[str, str]) -> None:
+    """The worker's storage requests for one send (besides the ACS call): the message row, the
+    sender's pause state, the send-slot window (read, write), the claim under the ETag just
+    read, the payload, the status rows, one transaction that ends the send, the in-flight row.
+    No read before or after the claim, no counter request (sends are counted in batches)."""
+    post(BODY)
+    (item,) = list(send_queue(env).receive_messages(max_messages=1))
+    with timed_requests(0) as seen:
+        assert services.sending().send_queued(item.content) == "sent"
+    storage = [(method, path) for _s, _e, method, path in seen if "/emails:send" not in path]
+    assert len(storage) == 9, storage
+    assert len(seen) - len(storage) == 1  # and the one ACS call
+    send_queue(env).delete_message(item)
