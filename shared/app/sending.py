@@ -390,12 +390,11 @@ class Sending:
             (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
             for row in rows
         ]
-        queued = len(suppressed) < len({r.key for r in request.recipients})
-        if queued and keyed:
+        # (Someone is sendable: `_complete` refused the request otherwise.)
+        if keyed:
             writes.insert(0, (self._enqueue_then_note, (message_id, accepted_at)))
         else:
-            if queued:
-                writes.insert(0, (self.outbox.enqueue, (message_id, 0)))
+            writes.insert(0, (self.outbox.enqueue, (message_id, 0)))
             writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention
         try:
             run_together(writes)

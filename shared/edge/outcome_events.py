@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -74,12 +74,13 @@ def _hour(event: OutcomeEvent) -> str:
     return event.time.astimezone(UTC).strftime("%Y%m%d%H")
 
 
-def _record(event: OutcomeEvent, published: str) -> dict[str, Any]:
+def _record(hour: str, cloud_event: Mapping[str, Any], published: str) -> dict[str, Any]:
+    """The row saying this event went out (`cloud_event` as `OutcomeEvent.cloud_event()`)."""
     return {
-        "PartitionKey": _hour(event),
-        "RowKey": RECORD + event.id,
-        "type": event.type.value,
-        "messageId": event.data.get("messageId"),
+        "PartitionKey": hour,
+        "RowKey": RECORD + str(cloud_event["id"]),
+        "type": cloud_event.get("type"),
+        "messageId": (cloud_event.get("data") or {}).get("messageId"),
         "publishedAt": published,
     }
 
@@ -124,16 +125,18 @@ class OutcomeLog:
 
     def _publish_group(self, events: Sequence[OutcomeEvent]) -> None:
         unique = list({event.id: event for event in events}.values())
+        stored = [e.cloud_event() for e in unique]
         try:
-            self.publisher.send([to_cloud_event(e.cloud_event()) for e in unique])
+            self.publisher.send([to_cloud_event(e) for e in stored])
         except AzureError as exc:
-            log.warning(
-                "%d outcome event(s) not published yet (%s)", len(unique), type(exc).__name__
-            )
-            upsert_many(self.table, [_pending(e, type(exc).__name__) for e in unique])
+            error = type(exc).__name__
+            log.warning("%d outcome event(s) not published yet (%s)", len(unique), error)
+            pending = [_pending(e, c, error) for e, c in zip(unique, stored, strict=True)]
+            upsert_many(self.table, pending)
             return
         published = iso(datetime.now(UTC))
-        upsert_many(self.table, [_record(e, published) for e in unique])
+        records = [_record(_hour(e), c, published) for e, c in zip(unique, stored, strict=True)]
+        upsert_many(self.table, records)
 
     def publish_pending(self) -> int:
         """Publish every pending event; returns how many went out."""
@@ -155,13 +158,7 @@ class OutcomeLog:
                 continue
             published = iso(datetime.now(UTC))
             records = [
-                {
-                    "PartitionKey": str(row.get("hour")),
-                    "RowKey": RECORD + str(row["RowKey"]),
-                    "type": e.get("type"),
-                    "messageId": (e.get("data") or {}).get("messageId"),
-                    "publishedAt": published,
-                }
+                _record(str(row.get("hour")), e, published)
                 for row, e in zip(chunk, events, strict=True)
             ]
             upsert_many(self.table, records)
@@ -193,12 +190,12 @@ class OutcomeLog:
         return delete_entities(self.table, [(r["PartitionKey"], r["RowKey"]) for r in rows])
 
 
-def _pending(event: OutcomeEvent, error: str) -> dict[str, Any]:
+def _pending(event: OutcomeEvent, cloud_event: Mapping[str, Any], error: str) -> dict[str, Any]:
     return {
         "PartitionKey": PENDING_PARTITION,
         "RowKey": event.id,
         "hour": _hour(event),
-        "event": json.dumps(event.cloud_event(), ensure_ascii=False),
+        "event": json.dumps(cloud_event, ensure_ascii=False),
         "attempts": 1,
         "lastError": error,
         "recordedAt": iso(datetime.now(UTC)),
