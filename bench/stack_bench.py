@@ -43,7 +43,14 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from local.acs_sandbox import DEFAULT_ACCESS_KEY
 from local.azurite import ROOT
 from local.ports import free_port
-from local.stack import SANDBOX_SENDER, Stack, StackInfo, local_hash_key, local_settings
+from local.stack import (
+    SANDBOX_SENDER,
+    Stack,
+    StackInfo,
+    local_hash_key,
+    local_settings,
+    wait_healthy,
+)
 from shared.core import keys, message_ids
 from shared.core.settings import SEND_QUEUE
 from shared.core.state import Fact, apply_fact, iso
@@ -143,7 +150,7 @@ def _running_stack(env: dict[str, str]) -> Iterator[StackInfo]:
         try:
             started = time.perf_counter()
             info = stack.start()
-            _wait_healthy(info)
+            wait_healthy(info.base_url)
             line("stack up and healthy after", f"{time.perf_counter() - started:,.1f} s")
             yield info
         finally:
@@ -168,19 +175,6 @@ def _stack_json_kept() -> Iterator[None]:
             if not existed:
                 with suppress(OSError):  # only if empty: the topics may have dead-lettered
                     folder.rmdir()
-
-
-def _wait_healthy(info: StackInfo, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{info.base_url}/api/health", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("the stack's /api/health did not answer 200")
-        time.sleep(0.2)
 
 
 def _prefix() -> str:

@@ -292,6 +292,19 @@ class Stack:
                 self.state_file.unlink()
 
 
+def wait_healthy(base_url: str, timeout: float = 60) -> None:
+    """Wait until the app's `/api/health` answers 200 (its storage is reachable, not only its
+    port): what tests and the bench wait for after `Stack.start()`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url}/api/health did not answer 200 in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def banner(info: StackInfo) -> str:
     k, b = info.function_key, info.base_url
     sink = info.alerts_url.rsplit("/api", 1)[0] + "/sinks/alerts"

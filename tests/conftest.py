@@ -85,18 +85,10 @@ def app_functions() -> list[Any]:
 @pytest.fixture(scope="session")
 def alert_topic() -> Iterator[str]:
     """A local Event Grid topic (CloudEvents) with one sink subscription named `alerts`."""
-    import httpx
-
-    from local.eventgrid_topic import Schema, TopicConfig, create_app
-
     from .alert_sink import TOPIC_KEY
-    from .servers import serve
+    from .servers import cloudevents_topic
 
-    with serve(create_app(TopicConfig(key=TOPIC_KEY, schema=Schema.CLOUDEVENTS))) as url:
-        reply = httpx.post(
-            f"{url}/subscriptions", json={"name": "alerts", "endpoint": f"{url}/sinks/alerts"}
-        )
-        assert reply.status_code == 201, reply.text
+    with cloudevents_topic(TOPIC_KEY, "alerts") as url:
         yield url
 
 

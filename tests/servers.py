@@ -39,6 +39,22 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
+@contextmanager
+def cloudevents_topic(key: str, sink: str) -> Iterator[str]:
+    """A local Event Grid topic (CloudEvents, `aeg-sas-key` = `key`) with one subscription whose
+    events land in its own sink `/sinks/<sink>`; yields the topic's base URL."""
+    import httpx
+
+    from local.eventgrid_topic import Schema, TopicConfig, create_app
+
+    with serve(create_app(TopicConfig(key=key, schema=Schema.CLOUDEVENTS))) as url:
+        reply = httpx.post(
+            f"{url}/subscriptions", json={"name": sink, "endpoint": f"{url}/sinks/{sink}"}
+        )
+        assert reply.status_code == 201, reply.text
+        yield url
+
+
 class Capture:
     """An Event Grid publish endpoint that just keeps what it is sent."""
 

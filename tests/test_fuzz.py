@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from local.ports import free_port
-from local.stack import Stack, StackInfo
+from local.stack import Stack, StackInfo, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("FUZZ_SEED", "20250304"))  # fixed; `make fuzz FUZZ_SEED=n` explores
@@ -263,16 +262,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     running = Stack(tmp_path_factory.mktemp("fuzz-stack"), free_port(), quiet=True)
     try:
         info = running.start()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{info.base_url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("stack did not become healthy")
-            time.sleep(0.2)
+        wait_healthy(info.base_url)
         yield info
     finally:
         running.stop()

@@ -29,15 +29,9 @@ SINK = "outcomes"
 @pytest.fixture(scope="module")
 def outcome_topic() -> Iterator[str]:
     """A local Event Grid topic (CloudEvents) with one sink subscription `outcomes`."""
-    from local.eventgrid_topic import Schema, TopicConfig, create_app
+    from .servers import cloudevents_topic
 
-    from .servers import serve
-
-    with serve(create_app(TopicConfig(key=TOPIC_KEY, schema=Schema.CLOUDEVENTS))) as url:
-        reply = httpx.post(
-            f"{url}/subscriptions", json={"name": SINK, "endpoint": f"{url}/sinks/{SINK}"}
-        )
-        assert reply.status_code == 201, reply.text
+    with cloudevents_topic(TOPIC_KEY, SINK) as url:
         yield url
 
 

@@ -19,7 +19,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
 from local.ports import free_port
-from local.stack import EVENTS_KEY, Stack, StackInfo
+from local.stack import EVENTS_KEY, Stack, StackInfo, wait_healthy
 
 from .factories import delivery_event
 
@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     running = Stack(tmp_path_factory.mktemp("stack"), free_port(), quiet=True)
     try:
         info = running.start()
-        _wait_healthy(info.base_url)
+        wait_healthy(info.base_url)
         yield info
     finally:
         running.stop()
@@ -58,18 +58,6 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return "Z"
-
-
-def _wait_healthy(base_url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("stack did not become healthy")
 
 
 def client(info: StackInfo) -> httpx.Client:
@@ -294,7 +282,7 @@ def test_make_run_entry_point_stops_every_child_on_sigterm(tmp_path: Path) -> No
             assert time.monotonic() < deadline
             time.sleep(0.2)
         info = json.loads((tmp_path / "stack.json").read_text())
-        _wait_healthy(info["base_url"])
+        wait_healthy(info["base_url"])
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from local.ports import free_port
-from local.stack import EVENTS_KEY, Stack, StackInfo
+from local.stack import EVENTS_KEY, Stack, StackInfo, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -67,7 +67,7 @@ def running_stack(data_dir: Path) -> Iterator[StackInfo]:
     stack = Stack(data_dir, free_port(), quiet=True)
     try:
         info = stack.start()
-        _wait(lambda: httpx.get(f"{info.base_url}/api/health", timeout=2).status_code == 200)
+        wait_healthy(info.base_url)
         yield info
     finally:
         stack.stop()
