@@ -41,7 +41,6 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import wait
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -261,12 +260,12 @@ class MessageStore:
         entity = clean({**decision.row, "PartitionKey": pk, "RowKey": keys.status_row(addr)})
         entity["updatedAt"] = iso(datetime.now(UTC))
         rk = str(entity["indexRk"])
-        indexing = FANOUT.submit(self.write_index, addr, message_id, entity)
-        try:
-            etag = write_entity(self.messages, entity, None)
-        finally:
-            wait([indexing])
-        indexing.result()
+        etag = run_together(
+            [
+                (write_entity, (self.messages, entity, None)),
+                (self.write_index, (addr, message_id, entity)),
+            ]
+        )
         if etag is None:
             return None, rk
         self.cache.put(pk, entity["RowKey"], etag, entity)
@@ -409,13 +408,7 @@ class MessageStore:
                 written.add(place.index_rk)
             # Only a first (or earlier) engagement has side writes, beside the transaction.
             writes = self._engagement_writes(addr, message_id, row, place)
-            side = [FANOUT.submit(fn, *args) for fn, args in writes]
-            try:
-                outcome, _ = self._submit(ops, pk, marker_rk)
-            finally:
-                wait(side)
-            for done in side:
-                done.result()
+            outcome, _ = run_together([(self._submit, (ops, pk, marker_rk)), *writes])
             if outcome == "duplicate":
                 # Read again only when this try wrote an entry: the row the first recording
                 # left says which entry is right.

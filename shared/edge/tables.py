@@ -106,19 +106,21 @@ def clean(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
-def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+def run_together(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> Any:
     """Run independent storage calls at once (the first on this thread, the rest on FANOUT);
-    wait for all, then raise the first error. One call runs inline: no thread hop."""
+    wait for all, then raise the first error, else return the first call's result. One call
+    runs inline: no thread hop."""
     if not calls:
-        return
+        return None
     (first, first_args), rest = calls[0], calls[1:]
     futures = [FANOUT.submit(fn, *args) for fn, args in rest]
     try:
-        first(*first_args)
+        result = first(*first_args)
     finally:
         wait(futures)
     for future in futures:
         future.result()
+    return result
 
 
 def to_cloud_event(stored: Mapping[str, Any]) -> Any:
