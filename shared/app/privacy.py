@@ -135,8 +135,8 @@ class Privacy:
             done["messagesKept"] += 1
             return done
         summary = next((dict(r) for r in rows if r["RowKey"] == keys.MESSAGE_ROW), {})
-        index = [found for r in rows if (found := _status_index_entry(r)) is not None]
-        for addr, own in _engaged(rows):  # its own entry, and strays of a race naming it
+        index = _index_entries(rows, keys.STATUS_PREFIX)
+        for addr, own in _index_entries(rows, keys.ENGAGEMENT_PREFIX):  # and strays naming it
             index += [(engagement_index_partition(addr), own)]
             index += self.store.engagement_entries(addr, message_id)
         done["recipientIndex"] += self.store.delete_index_rows(index)
@@ -293,20 +293,11 @@ class Privacy:
         return found
 
 
-def _status_index_entry(row: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The recipient-index entry (PartitionKey, RowKey) a status row points to; None for other
-    rows and erased ones (erasure removed their entries already)."""
-    rk = str(row["RowKey"])
-    addr = rk[2:]
-    if not rk.startswith(f"{keys.STATUS_PREFIX}{keys.SEPARATOR}") or not row.get("indexRk"):
-        return None
-    return None if addr.startswith(privacy.ERASED_MARK) else (addr, str(row["indexRk"]))
-
-
-def _engaged(rows: list[Any]) -> list[tuple[str, str]]:
-    """(address key, its entry) of a message's engagement rows that have engagement-index
-    entries (not the message-level row, not erased ones)."""
-    prefix = f"{keys.ENGAGEMENT_PREFIX}{keys.SEPARATOR}"
+def _index_entries(rows: list[Any], kind: str) -> list[tuple[str, str]]:
+    """(address key, the recipient-index RowKey it points to) of a message's rows of one kind
+    (`keys.STATUS_PREFIX` or `keys.ENGAGEMENT_PREFIX`) that have an entry; not the
+    message-level row, not erased ones (erasure removed their entries already)."""
+    prefix = f"{kind}{keys.SEPARATOR}"
     return [
         (addr, str(r["indexRk"]))
         for r in rows
