@@ -19,7 +19,7 @@ from shared.app import privacy as privacy_app
 from shared.app import wiring as services
 from shared.core import keys, privacy
 from shared.core.errors import InvalidInput
-from shared.core.state import engagement_index_partition
+from shared.core.state import day_of, engagement_index_partition
 
 from .conftest import TEST_HASH_KEY
 from .factories import delivery_event, engagement_event, record_event
@@ -168,7 +168,7 @@ def test_a_message_changed_after_it_was_filed_is_refiled_not_deleted(env: dict[s
     assert done.get("messages", 0) == 0
     assert services.message_store().message_rows(message_id)
     (moved,) = table(env, "Expiry")
-    assert moved["PartitionKey"].startswith(privacy.day_of(datetime.now(UTC)))
+    assert moved["PartitionKey"].startswith(day_of(datetime.now(UTC)))
 
 
 def test_an_engagement_only_message_is_purged_after_retention(env: dict[str, str]) -> None:

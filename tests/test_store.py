@@ -13,7 +13,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.core import keys, privacy, views
+from shared.core import keys, views
 from shared.core.classification import classify
 from shared.core.errors import Transient
 from shared.core.events import DeliveryReport, EngagementReport, parse_event
@@ -21,6 +21,7 @@ from shared.core.state import (
     EVENTS,
     MAX_EMBEDDED_EVENTS,
     Fact,
+    day_of,
     embedded_events,
     engagement_index_partition,
     iso,
@@ -558,7 +559,7 @@ def test_engagement_places_the_recipient_at_its_earliest_engagement(
     days = sorted(
         str(e["PartitionKey"])[:10] for e in store.expiry.query_entities(f"messageId eq '{mid}'")
     )
-    assert days == sorted({privacy.day_of(BASE - timedelta(seconds=90_000)), privacy.day_of(BASE)})
+    assert days == sorted({day_of(BASE - timedelta(seconds=90_000)), day_of(BASE)})
     # A redelivered later event: the read and the refused marker, nothing written.
     assert trips(engagement_event(mid, addr, "view", 5, event_id="early")) == ["GET", "GET", "POST"]
     # The history (status rows' partition) is as before: no send or report named the address.

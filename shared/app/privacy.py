@@ -36,7 +36,7 @@ from shared.core.privacy import (
     redacted_row,
     without_recipient,
 )
-from shared.core.state import embedded_events, engagement_index_partition, parse_iso
+from shared.core.state import day_of, embedded_events, engagement_index_partition, parse_iso
 from shared.edge.tables import FANOUT
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Privacy:
         changed = privacy.last_changed(r.metadata.get("timestamp") for r in rows)
         if changed is not None and changed >= limit:  # a late report or engagement: keep it
             if filed:
-                self.store.refile_expiry(entry, privacy.day_of(changed))
+                self.store.refile_expiry(entry, day_of(changed))
             else:  # from now on the expiry index knows it
                 self.store.note_expiry(message_id, changed)
             done["messagesKept"] += 1

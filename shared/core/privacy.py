@@ -14,7 +14,7 @@ from urllib.parse import quote
 from shared.core.addresses import canonical
 from shared.core.errors import InvalidInput, Problem
 from shared.core.hashing import address_hash
-from shared.core.state import iso
+from shared.core.state import day_of, iso
 
 ERASED = "[erased]"
 # An erased recipient's key in row keys: "~" + its keyed hash. It has no "@", so it can never be
@@ -133,10 +133,6 @@ def without_recipient(payload: str, address: str) -> str | None:
 def cutoff(now: datetime, days: int) -> datetime:
     """Rows last changed before this are past retention."""
     return now.astimezone(UTC) - timedelta(days=days)
-
-
-def day_of(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def first_kept_day(now: datetime, days: int) -> str:

@@ -382,7 +382,7 @@ def engagement_placement(
     before = current or {}
     new_rk, old_rk = row.get("indexRk"), before.get("indexRk")
     at, old_at = parse_iso(row.get("indexAt")), parse_iso(before.get("indexAt"))
-    moved_day = at is not None and (old_at is None or _utc_day(at) != _utc_day(old_at))
+    moved_day = at is not None and (old_at is None or day_of(at) != day_of(old_at))
     return EngagementPlacement(
         index_rk=new_rk if new_rk and new_rk != old_rk else None,
         stale_rk=old_rk if new_rk and old_rk and new_rk != old_rk else None,
@@ -390,7 +390,8 @@ def engagement_placement(
     )
 
 
-def _utc_day(at: datetime) -> str:
+def day_of(at: datetime) -> str:
+    """The UTC day of `at` (`YYYY-MM-DD`): retention's day keys (`core.privacy`)."""
     return at.astimezone(UTC).strftime("%Y-%m-%d")
 
 

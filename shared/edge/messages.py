@@ -67,6 +67,7 @@ from shared.core.state import (
     ReportDecision,
     apply_engagement,
     apply_fact,
+    day_of,
     decide_report,
     engagement_index_partition,
     engagement_placed_by,
@@ -564,7 +565,7 @@ class MessageStore:
     def expiry_noted(self, message_id: str, first_seen: datetime) -> bool:
         """Whether the message's expiry entry is there: an accept writes it beside its queue
         put, so a retry under the same Idempotency-Key takes it as "that accept got that far"."""
-        partition = privacy.expiry_partition(privacy.day_of(first_seen), message_id)
+        partition = privacy.expiry_partition(day_of(first_seen), message_id)
         return read_entity(self.expiry, partition, keys.message_key(message_id)) is not None
 
     def message(self, message_id: str) -> Any:
@@ -708,7 +709,7 @@ class MessageStore:
     # --- retention and erasure (decisions in `core.privacy`, driven by `app.privacy`) --------
 
     def note_expiry(self, message_id: str, first_seen: datetime) -> None:
-        day = privacy.day_of(first_seen)
+        day = day_of(first_seen)
         entity = {
             "PartitionKey": privacy.expiry_partition(day, message_id),
             "RowKey": keys.message_key(message_id),
