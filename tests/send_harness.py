@@ -11,6 +11,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from shared.app import wiring as services
 from shared.core.settings import SEND_QUEUE
+from shared.edge.tables import AFTER_REPLY
 
 from .factories import record_event
 from .servers import Capture
@@ -50,9 +51,17 @@ def drain(env: dict[str, str], timeout: float = 20.0, idle: float = 1.5) -> list
     return results
 
 
-def post(body: Any, key: str | None = None, content_type: str = "application/json") -> Any:
+def post(
+    body: Any, key: str | None = None, content_type: str = "application/json", settle: bool = True
+) -> Any:
+    """Accept `body` in-process. `settle`: also wait for the writes that follow the reply (the
+    history entries, the expiry entry; milliseconds), as a client reading back would find them."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return services.sending().accept(raw, content_type, key, BASE)
+    try:
+        return services.sending().accept(raw, content_type, key, BASE)
+    finally:
+        if settle:
+            assert AFTER_REPLY.settle(5.0)
 
 
 def operations(sandbox: str) -> list[dict[str, Any]]:

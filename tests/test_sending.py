@@ -321,20 +321,57 @@ def test_poisoned_item_fails_for_good(env: dict[str, str]) -> None:
 # --- what the accept does concurrently, and what it must still do first --------------------
 
 
-def test_accepted_means_stored_indexed_and_queued(env: dict[str, str]) -> None:
-    """Everything the 202 promises is in storage when accept_send returns: the rows, every
-    recipient's history entry and the work item (index writes and queue put go out together)."""
+def test_accepted_means_stored_and_queued_then_filed_within_two_seconds(
+    env: dict[str, str],
+) -> None:
+    """When the accept returns, the rows and the work item are in storage; every recipient's
+    history entry and the expiry entry follow the reply, well within the 2 s allowed."""
     addresses = [f"r{i}@example.com" for i in range(3)]
-    accepted = post({**BODY, "to": [{"address": a} for a in addresses]})
-    message_id = accepted.body["messageId"]
+    accepted = post({**BODY, "to": [{"address": a} for a in addresses]}, settle=False)
+    replied = time.monotonic()
+    message_id, accepted_at = accepted.body["messageId"], accepted.body["acceptedAt"]
     rows = {r["RowKey"] for r in services.message_store().message_rows(message_id)}
     assert {keys.MESSAGE_ROW, store_module.PAYLOAD_ROW} <= rows
     assert len([rk for rk in rows if rk.startswith("r|")]) == 3
-    for address in addresses:
-        items, _ = services.message_store().recipient_history(address, 10, None)
-        assert [i["messageId"] for i in items] == [message_id]
     (item,) = send_queue(env).peek_messages(max_messages=32)
-    assert json.loads(item.content) == {"messageId": message_id, "attempt": 0}
+    work = {"messageId": message_id, "attempt": 0, "acceptedAt": accepted_at}
+    assert json.loads(item.content) == work
+    store = services.message_store()
+    while True:
+        shown = [store.recipient_history(a, 10, None)[0] for a in addresses]
+        noted = store.expiry_noted(message_id, datetime.fromisoformat(accepted_at))
+        if noted and all([i["messageId"] for i in items] == [message_id] for items in shown):
+            break
+        assert time.monotonic() - replied < 2.0, shown
+        time.sleep(0.02)
+
+
+def test_the_worker_files_an_accept_whose_host_died_after_its_reply(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes after the reply never ran (the host died right after its 202): before the
+    worker sends the accept's work item it finds no expiry entry and writes the recipients'
+    history entries and the expiry entry itself; a poisoned work item does the same."""
+    store = services.message_store()
+    monkeypatch.setattr(tables.AFTER_REPLY, "submit", lambda *args: None)
+    sent = post({**BODY, "to": [{"address": "a@example.com"}, {"address": "b@example.com"}]})
+    failed = post({**BODY, "to": [{"address": "c@example.com"}]})
+    monkeypatch.undo()
+    cases = ((sent, ["a@example.com", "b@example.com"]), (failed, ["c@example.com"]))
+    for accepted, addresses in cases:
+        at = datetime.fromisoformat(accepted.body["acceptedAt"])
+        assert not store.expiry_noted(accepted.body["messageId"], at)
+        assert all(not store.recipient_history(a, 10, None)[0] for a in addresses)
+    work = {"messageId": failed.body["messageId"], "attempt": 0}
+    poisoned = json.dumps({**work, "acceptedAt": failed.body["acceptedAt"]})
+    assert services.sending().fail_poisoned(poisoned) == "failed"
+    assert sorted(drain(env)) == ["already-done", "sent"]
+    for accepted, addresses in cases:
+        message_id = accepted.body["messageId"]
+        assert store.expiry_noted(message_id, datetime.fromisoformat(accepted.body["acceptedAt"]))
+        for address in addresses:
+            (entry,) = store.recipient_history(address, 10, None)[0]
+            assert entry["messageId"] == message_id
 
 
 def test_an_accept_builds_no_thread_pool(
@@ -461,31 +498,33 @@ def rounds(seen: list[tuple[float, float, str, str]]) -> int:
 
 
 @pytest.mark.parametrize("key", [None, "rounds-1"])
-def test_an_accept_is_two_rounds_and_a_keyed_one_three(
+def test_an_accept_replies_after_two_rounds_and_files_after_the_reply(
     env: dict[str, str], key: str | None
 ) -> None:
-    """[suppression read ∥ Messages transaction (∥ the previous window's row, with a key)] →
-    [queue put ∥ index row ∥ expiry entry]: nothing else, and the queue put only after the
-    transaction. With a key the expiry entry (a retry's sign that the queue put landed) goes
-    only after the queue put: one more request in sequence, never a replayed 202 for a
-    message that was not queued."""
+    """Before the reply: [suppression reads ∥ Messages transaction (∥ the previous window's
+    row, with a key)] → [queue put], nothing else, and the queue put only after the transaction.
+    After it: the index row, then the expiry entry (the sign, for a retry and for the worker,
+    that the message was queued and filed)."""
     post(BODY)  # first use: clients built, tables there
     with timed_requests(0.15) as seen:
-        accepted = post(BODY, key=key)
+        accepted = post(BODY, key=key, settle=False)
+        replied = time.monotonic()
+        assert tables.AFTER_REPLY.settle(5.0)
     assert accepted.status == 202
-    assert rounds(seen) == (3 if key else 2), seen
-    (expiry,) = [r for r in seen if "Expiry" in r[3]]
-    (queued,) = [r for r in seen if r[3].endswith("/email-send/messages")]
-    if key:
-        assert expiry[0] >= queued[1]
-    else:
-        assert expiry[0] < queued[1]
+    before = [r for r in seen if r[1] <= replied]
+    after = [r for r in seen if r[1] > replied]
+    assert rounds(before) == 2, before
     # the suppression state row and the erasure tombstone, the transaction (and the previous
-    # window's message row), then the queue put, the index row and the expiry entry
-    assert len(seen) == (7 if key else 6), seen
-    (batch,) = [r for r in seen if r[3].endswith("$batch")]
-    (put,) = [r for r in seen if r[3].endswith("/email-send/messages")]
+    # window's message row), then the queue put
+    assert len(before) == (5 if key else 4), before
+    (batch,) = [r for r in before if r[3].endswith("$batch")]
+    (put,) = [r for r in before if r[3].endswith("/email-send/messages")]
     assert put[0] >= batch[1]
+    (index,) = [r for r in after if "RecipientIndex" in r[3]]
+    (expiry,) = [r for r in after if "Expiry" in r[3]]
+    assert len(after) == 2, after
+    assert index[0] >= put[1]
+    assert expiry[0] >= index[1]
     assert sorted(drain(env)) == ["sent", "sent"]
 
 
@@ -581,7 +620,7 @@ def test_a_retry_finishes_an_accept_that_died_before_its_queue_put(
         raise Died
 
     with monkeypatch.context() as m:
-        m.setattr(sending_module.Sending, "_index_and_enqueue", die)
+        m.setattr(sending_module.Sending, "_enqueue_and_file", die)
         with pytest.raises(Died):
             post(BODY, key="crash-1")
     assert send_queue(env).get_queue_properties().approximate_message_count == 0
@@ -617,9 +656,9 @@ def test_a_retry_after_a_failed_queue_put_finishes_it_at_once(
 def test_a_keyed_accept_that_dies_at_its_queue_put_is_never_replayed_unqueued(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The host goes away while the queue put is on the wire and the index and expiry writes
-    beside it land: the expiry entry is a retry's sign that the message was queued, so it must
-    not exist yet, and the retry (after REPLAY_WAIT_S) queues the message itself."""
+    """The host goes away while the queue put is on the wire: the expiry entry is a retry's
+    sign that the message was queued, so it must not exist yet, and the retry (after
+    REPLAY_WAIT_S) queues the message itself."""
     monkeypatch.setattr(sending_module, "REPLAY_WAIT_S", 0.3)
 
     class Died(BaseException):
@@ -639,16 +678,17 @@ def test_a_keyed_accept_that_dies_at_its_queue_put_is_never_replayed_unqueued(
     assert drain(env) == ["sent"]  # queued by the retry: accepted, so sent
 
 
-def test_a_send_is_nine_storage_requests(env: dict[str, str]) -> None:
-    """The worker's storage requests for one send (besides the ACS call): the message row, the
-    sender's pause state, the send-slot window (read, write), the claim under the ETag just
-    read, the payload, the status rows, one transaction that ends the send, the in-flight row.
-    No read before or after the claim, no counter request (sends are counted in batches)."""
+def test_a_send_is_ten_storage_requests(env: dict[str, str]) -> None:
+    """The worker's storage requests for one send (besides the ACS call): the message row and,
+    beside it, the expiry entry (the accept's work item: was it filed?), the sender's pause
+    state, the send-slot window (read, write), the claim under the ETag just read, the payload,
+    the status rows, one transaction that ends the send, the in-flight row. No read before or
+    after the claim, no counter request (sends are counted in batches)."""
     post(BODY)
     (item,) = list(send_queue(env).receive_messages(max_messages=1))
     with timed_requests(0) as seen:
         assert services.sending().send_queued(item.content) == "sent"
     storage = [(method, path) for _s, _e, method, path in seen if "/emails:send" not in path]
-    assert len(storage) == 9, storage
+    assert len(storage) == 10, storage
     assert len(seen) - len(storage) == 1  # and the one ACS call
     send_queue(env).delete_message(item)

@@ -34,11 +34,9 @@ from shared.core.sending.validation import (
 )
 from shared.core.state import Fact, apply_fact, iso, parse_iso
 from shared.core.status import SendState, Status, claimed_by_another
-from shared.edge.tables import FANOUT, MAX_CONFLICT_RETRIES, run_together
+from shared.edge.tables import AFTER_REPLY, FANOUT, MAX_CONFLICT_RETRIES, run_together
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from shared.core.sending.validation import SendRequest
     from shared.core.settings import Settings
     from shared.core.suppression import Suppression
@@ -107,9 +105,10 @@ class Sending:
         """202 with the message id, or the answer of an earlier request with the same
         Idempotency-Key (header `Idempotent-Replayed: true`).
 
-        Two rounds of storage requests: the Messages transaction (message row, payload, a
-        status row per recipient) beside the suppression reads, then the queue put beside the
-        recipient-index writes and the expiry entry. The transaction takes nobody as suppressed
+        Two rounds of storage requests before the reply: the Messages transaction (message row,
+        payload, a status row per recipient) beside the suppression reads, then the queue put.
+        The recipient-index entries and the expiry entry follow the reply (`_enqueue_and_file`).
+        The transaction takes nobody as suppressed
         (as nearly always holds); when someone is, a second transaction corrects the rows before
         anything is queued, or the message is withdrawn and the request refused. With an
         Idempotency-Key the message id is derived from it (`message_ids.for_key`, under the
@@ -127,7 +126,7 @@ class Sending:
                     raise claimed.error or Transient("suppression list unreadable")
                 return self._complete(
                     claimed.message_id, request, claimed.suppressed, now, {}, claimed.inline,
-                    base_url, replayed=False, keyed=key is not None,
+                    base_url, replayed=False,
                 )  # fmt: skip
             reply = self._replay(claimed, request, base_url)
             if reply is not None:
@@ -205,14 +204,14 @@ class Sending:
         request and the message row. None when that message was withdrawn meanwhile.
 
         An earlier accept still queued may not have reached its queue put. Its expiry entry,
-        written after the queue put (keyed accepts), says it did; one that failed there marked
-        its row (`queueFailedAt`). Until REPLAY_WAIT_S after its accept a retry waits for that entry
-        (a concurrent retry: the first request is finishing); past that, or when marked, the
-        retry finishes the accept itself under its times, with its own suppression reads. A
-        keyed accept writes that entry only after its queue put succeeded, so a retry never
-        answers for a message that was not queued; a second work item at worst (the first
-        request died between its queue put and the entry, or is slower than REPLAY_WAIT_S),
-        which the worker's claim makes harmless.
+        written after the queue put and the index entries (`_file`), says it did; one that
+        failed there marked its row (`queueFailedAt`). Until REPLAY_WAIT_S after its accept a
+        retry waits for that entry (a concurrent retry: the first request is finishing); past
+        that, or when marked, the retry finishes the accept itself under its times, with its
+        own suppression reads. An accept writes that entry only after its queue put succeeded,
+        so a retry never answers for a message that was not queued; a second work item at
+        worst (the first request died between its queue put and the entry, or is slower than
+        REPLAY_WAIT_S), which the worker's claim makes harmless.
         """
         message_id, row = claimed.message_id, claimed.row
         fingerprint = request.fingerprint()
@@ -239,7 +238,7 @@ class Sending:
             return self._complete(
                 message_id, request, claimed.suppressed, accepted_at,
                 _recorded_suppressions(row, request), row.get("payload") != "blob",
-                base_url, replayed=True, keyed=True,
+                base_url, replayed=True,
             )  # fmt: skip
         return None
 
@@ -261,11 +260,10 @@ class Sending:
         base_url: str,
         *,
         replayed: bool,
-        keyed: bool,
     ) -> Reply:
         """After the transaction: refuse (and withdraw) when nobody sendable is left, correct
         the rows when the suppression reads differ from what they `recorded`, then the queue
-        put, the index rows and the expiry entry together."""
+        put (and, after the reply, the index rows and the expiry entry)."""
         if len(suppressed) == len({r.key for r in request.recipients}):
             problems = [
                 Problem(f"recipients[{n}]", f"suppressed since {s.since}: {s.reason}")
@@ -291,7 +289,7 @@ class Sending:
                 payload if inline else None,
                 [row for r, row in zip(request.recipients, rows, strict=True) if r.key in changed],
             )
-        self._index_and_enqueue(message_id, request, suppressed, rows, accepted_at, keyed=keyed)
+        self._enqueue_and_file(message_id, suppressed, rows, accepted_at)
         body = self._accepted_body(message_id, request, suppressed, iso(accepted_at), base_url)
         log.info(
             "send accepted: message=%s recipients=%d suppressed=%d",
@@ -367,48 +365,60 @@ class Sending:
             rows.append({**row, "updatedAt": iso(now), **facts})
         return rows
 
-    def _index_and_enqueue(
+    def _enqueue_and_file(
         self,
         message_id: str,
-        request: SendRequest,
         suppressed: Mapping[str, Suppression],
         rows: list[dict[str, Any]],
         accepted_at: datetime,
-        *,
-        keyed: bool,
     ) -> None:
         # Only now, with the rows committed (and corrected): the worker drops a work item whose
         # message row it cannot find, and the history must never point at a message that was
-        # not accepted. The index writes, the expiry entry and the queue put depend on nothing
-        # but the transaction, so they go out together; the caller replies 202 only once every
-        # one of them succeeded. A failure marks the row, so a retry of the request finishes it.
-        # With an Idempotency-Key the expiry entry is also the retry's sign that the queue put
-        # landed (`_replay`), so it goes only after it: one more request in sequence for keyed
-        # sends, and no crash between the two can make a retry answer 202 for a message that
-        # was never queued.
-        writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-            (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
-            for row in rows
-        ]
-        # (Someone is sendable: `_complete` refused the request otherwise.)
-        if keyed:
-            writes.insert(0, (self._enqueue_then_note, (message_id, accepted_at)))
-        else:
-            writes.insert(0, (self.outbox.enqueue, (message_id, 0)))
-            writes.append((self.store.note_expiry, (message_id, accepted_at)))  # retention
+        # not accepted. The queue put is the last request before the 202 (someone is sendable:
+        # `_complete` refused the request otherwise); a failure marks the row, so a retry of
+        # the request finishes it. The recipient-index entries, then the expiry entry, go out
+        # after the reply (`_file`, milliseconds later): the expiry entry last, so that it
+        # says "queued and filed". A retry under the same Idempotency-Key waits for it
+        # (`_replay`), and the worker reads it before it handles the accept's own work item
+        # and files the message itself when it is missing (`_read_and_file`): a host that died
+        # right after its 202 leaves nothing unfiled.
         try:
-            run_together(writes)
+            self.outbox.enqueue(message_id, 0, accepted_at=iso(accepted_at))
         except Exception:
             with contextlib.suppress(Exception):  # best effort: the request fails either way
                 failed = {"queueFailedAt": iso(datetime.now(UTC))}
                 self.store.write_message(message_id, failed)
             raise
+        AFTER_REPLY.submit("filing an accepted message", self._file, message_id, rows, accepted_at)
         if suppressed and self.activity is not None:  # after: it reads the rows back
             self.activity.own_outcomes(message_id)
 
-    def _enqueue_then_note(self, message_id: str, accepted_at: datetime) -> None:
-        self.outbox.enqueue(message_id, 0)
+    def _file(self, message_id: str, rows: list[dict[str, Any]], accepted_at: datetime) -> None:
+        """Put an accepted message in its recipients' histories (index entries, at once), then
+        in the retention index (the expiry entry: the sign that all of it landed)."""
+        run_together(
+            [
+                (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
+                for row in rows
+                if row.get("address")
+            ]
+        )
         self.store.note_expiry(message_id, accepted_at)
+
+    def _read_and_file(self, message_id: str, accepted_at: datetime) -> Any:
+        """The message row of the accept's own work item, read beside the message's expiry
+        entry; when that is missing (the accept's host died before its after-reply writes, or
+        they are still on the wire) the message is filed here, before anything is sent. A
+        failure raises: the work item comes back and this runs again."""
+        noted = FANOUT.submit(self.store.expiry_noted, message_id, accepted_at)
+        try:
+            row = self.store.message(message_id)
+        finally:
+            wait([noted])
+        if row is not None and not noted.result():
+            log.info("send: message=%s filed by the worker", message_id)
+            self._file(message_id, self.store.status_rows(message_id), accepted_at)
+        return row
 
     # --- send (queue worker) ------------------------------------------------------------
 
@@ -420,12 +430,16 @@ class Sending:
             message_id = str(item["messageId"])
             attempt = int(item.get("attempt", 0))
             slot = None if item.get("slot") is None else int(item["slot"])
+            accepted_at = parse_iso(item.get("acceptedAt"))
         except (ValueError, KeyError, TypeError):
             log.error("send queue: unreadable work item dropped (%d bytes)", len(work_item))
             return "unreadable"
         settings = self.settings
         now = now or datetime.now(UTC)
-        row = self.store.message(message_id)
+        if accepted_at is not None:
+            row = self._read_and_file(message_id, accepted_at)
+        else:
+            row = self.store.message(message_id)
         if row is None:
             log.error("send queue: no message row for %s; dropped", message_id)
             return "missing"
@@ -541,11 +555,20 @@ class Sending:
     def fail_poisoned(self, work_item: str) -> str:
         """A work item that kept raising: the message fails for good, visibly, payload gone."""
         try:
-            message_id = str(json.loads(work_item)["messageId"])
+            item = json.loads(work_item)
+            message_id = str(item["messageId"])
+            accepted_at = parse_iso(item.get("acceptedAt"))
         except (ValueError, KeyError, TypeError):
             log.error("send poison queue: unreadable work item (%d bytes)", len(work_item))
             return "unreadable"
-        row = self.store.message(message_id)
+        if accepted_at is not None:  # the accept's own item: filed, if it can be, before failing
+            try:
+                row = self._read_and_file(message_id, accepted_at)
+            except Transient as exc:
+                log.warning("send poison queue: message=%s not filed (%s)", message_id, exc)
+                row = self.store.message(message_id)
+        else:
+            row = self.store.message(message_id)
         if row is None or row.get("sendState") in (SendState.SENT, SendState.FAILED):
             return "already-done"
         self._fail(

@@ -625,13 +625,7 @@ class MessageStore:
         msg = self.message(message_id) if message_row is None else message_row
         before = msg
         for _ in range(MAX_CONFLICT_RETRIES):
-            rows = {
-                r["RowKey"]: r
-                for r in self.messages.query_entities(
-                    f"PartitionKey eq '{pk.replace(chr(39), chr(39) * 2)}' and RowKey ge 'r|' "
-                    "and RowKey lt 'r}'"
-                )
-            }
+            rows = {r["RowKey"]: r for r in self.status_rows(message_id)}
             ops: list[Any] = []
             for row in rows.values():
                 if row.get("status") == Status.SUPPRESSED.value and row.get("eventId") == "accept":
@@ -670,6 +664,16 @@ class MessageStore:
         raise Transient("recipient rows kept changing under us")
 
     # --- reads --------------------------------------------------------------------------
+
+    def status_rows(self, message_id: str) -> list[Any]:
+        """The message's recipient status rows (`r|…`), as entities (with their ETags)."""
+        pk = keys.message_key(message_id).replace("'", "''")
+        with storage_errors():
+            return list(
+                self.messages.query_entities(
+                    f"PartitionKey eq '{pk}' and RowKey ge 'r|' and RowKey lt 'r}}'"
+                )
+            )
 
     def message_rows(self, message_id: str) -> list[dict[str, Any]]:
         pk = keys.message_key(message_id).replace("'", "''")

@@ -54,12 +54,20 @@ class Outbox:
     # --- work items and payload blobs ---------------------------------------------------
 
     def enqueue(
-        self, message_id: str, attempt: int, delay_s: float = 0.0, slot: int | None = None
+        self,
+        message_id: str,
+        attempt: int,
+        delay_s: float = 0.0,
+        slot: int | None = None,
+        accepted_at: str | None = None,
     ) -> None:
-        """Put a work item; `slot` is a send slot reserved for it (epoch second)."""
+        """Put a work item; `slot` is a send slot reserved for it (epoch second); `accepted_at`
+        marks the accept's own item, whose index entries the worker checks first."""
         item: dict[str, Any] = {"messageId": message_id, "attempt": attempt}
         if slot is not None:
             item["slot"] = slot
+        if accepted_at is not None:
+            item["acceptedAt"] = accepted_at
         body = json.dumps(item)
         with storage_errors():
             self.queue.send_message(body, visibility_timeout=max(0, math.ceil(delay_s)) or None)

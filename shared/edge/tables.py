@@ -3,10 +3,12 @@ fan-out pool. No table of its own and no decisions."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.core.errors import Transient
 
 MAX_CONFLICT_RETRIES = 12
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -87,6 +90,43 @@ def write_entity(table: TableClient, entity: Mapping[str, Any], etag: str | None
 # and stay. A task on it never waits for another task on it, so a busy pool only queues work
 # and cannot deadlock.
 FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="storage-io")
+
+
+class AfterReply:
+    """Writes that may land after the HTTP reply went out (an accept's recipient-index entries
+    and expiry entry). Each caller keeps a backstop that redoes its writes when the process died
+    before they landed (`app.sending`: the worker checks before it sends); a failure here is
+    logged, never raised. Tasks may wait on FANOUT tasks, never the other way round.
+    `settle` waits for what is in flight (tests; a host shutting down)."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="after-reply")
+        self._lock = threading.Lock()
+        self._pending: set[Future[Any]] = set()
+
+    def submit(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        future = self._pool.submit(fn, *args)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(lambda done: self._done(what, done))
+
+    def _done(self, what: str, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        exc = future.exception()
+        if exc is not None:  # the type only: a storage error's text can hold a row key
+            log.warning(
+                "after the reply: %s failed (%s); its backstop redoes it", what, type(exc).__name__
+            )
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every write submitted so far has ended; False when `timeout` ran out."""
+        with self._lock:
+            pending = list(self._pending)
+        return not wait(pending, timeout).not_done
+
+
+AFTER_REPLY = AfterReply(workers=4)
 
 
 def read_entity(table: TableClient, pk: str, rk: str) -> Any:
