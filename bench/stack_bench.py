@@ -245,6 +245,7 @@ def _webhook(info: StackInfo, host: _HostRequests) -> list[Figure]:
     ]
     elapsed = dict.fromkeys((name for name, _, _ in cases), 0.0)
     requests = {name: Counter[str]() for name, _, _ in cases}
+    cpu: dict[str, dict[str, float]] = {name: {} for name, _, _ in cases}
     size = HOOK_REPORTS // HOOK_ROUNDS
     with client:
         for _, fn, items in cases:  # connections, first-use clients, Azurite's code paths
@@ -254,8 +255,10 @@ def _webhook(info: StackInfo, host: _HostRequests) -> list[Figure]:
             start = HOOK_WARM + r * size
             for name, fn, items in cases[r % 3 :] + cases[: r % 3]:  # each goes first once
                 batch = items[start : start + size]
-                before = host.now()
+                before, used = host.now(), _cpu_seconds(info)
                 elapsed[name] += len(batch) / pooled(fn, batch, HOOK_CLIENTS)
+                for process, seconds in _cpu_seconds(info).items():
+                    cpu[name][process] = cpu[name].get(process, 0.0) + seconds - used[process]
                 requests[name] += host.now() - before
     timed = size * HOOK_ROUNDS
     rate = {name: timed / seconds for name, seconds in elapsed.items()}
@@ -278,7 +281,40 @@ def _webhook(info: StackInfo, host: _HostRequests) -> list[Figure]:
         storage = sum(n for service, n in requests[case].items() if service != "other")
         figures.append(figure(SECTION, f"  {case}: storage requests/report", storage / timed))
         line(f"    host requests/report by service ({case})", _per(requests[case], timed))
+    # Where the time goes: CPU per item by process. The machine's cores bound the rate at
+    # cores ÷ (CPU per item, all processes): the raw upserts spend only Azurite's and a client's.
+    cores = os.cpu_count() or 1
+    for case in (RAW, OWN, FIRST):
+        per: dict[str, float] = {n: sec * 1000 / timed for n, sec in cpu[case].items()}
+        shown = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per.items()))
+        cpu_ms = sum(per.values())
+        line(f"  CPU ms per item by process ({case})", f"{shown}; total {cpu_ms:.1f}")
+        line(
+            f"    {cores} cores ÷ that CPU: the rate CPU alone allows",
+            f"{cores * 1000 / cpu_ms:,.0f} /s",
+        )
     return figures
+
+
+def _cpu_seconds(info: StackInfo) -> dict[str, float]:
+    """CPU seconds used so far (user + system) by the host, Azurite, the stack's other
+    processes (ACS sandbox, event topics) and this one (the bench's clients)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    host, *others, azurite = info.pids
+    return {
+        "host": of(host),
+        "Azurite": of(azurite),
+        "other stack": sum(of(pid) for pid in others),
+        "bench clients": time.process_time(),
+    }
 
 
 def _per(counts: Counter[str], items: int) -> str:

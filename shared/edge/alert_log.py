@@ -24,7 +24,7 @@ from shared.core.state import iso
 from shared.edge.tables import delete_entities, query_keys, storage_errors, to_cloud_event
 
 if TYPE_CHECKING:
-    from azure.eventgrid import EventGridPublisherClient
+    from shared.edge.clients import TopicPublisher
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class AlertLog:
         self,
         service: TableServiceClient,
         prefix: str,
-        publisher: EventGridPublisherClient | None,
+        publisher: TopicPublisher | None,
     ) -> None:
         self.table = service.get_table_client(f"{prefix}Alerts")
         self.publisher = publisher

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.settings import SEND_QUEUE, Settings, SettingsError
 
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from azure.communication.email import EmailClient
     from azure.core.credentials import TokenCredential
     from azure.data.tables import TableServiceClient
-    from azure.eventgrid import EventGridPublisherClient
     from azure.storage.blob import ContainerClient
     from azure.storage.queue import QueueClient
 
@@ -47,6 +46,34 @@ def transport_options() -> dict[str, Any]:
         os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
     )
     return {"use_env_settings": proxied}
+
+
+class TopicPublisher(Protocol):
+    """What we use of an Event Grid publisher: send a list of CloudEvents (raises on failure)."""
+
+    def send(self, events: Any, **kwargs: Any) -> None: ...
+
+
+# One quick retry inline (the alert and outcome timers do the patient retrying), and short
+# timeouts: a webhook call that publishes must not hang on a slow topic.
+TOPIC_OPTIONS: dict[str, Any] = {"retry_total": 1, "connection_timeout": 5, "read_timeout": 10}
+
+
+def topic_publisher(endpoint: str, credential: Any) -> TopicPublisher:
+    """A publisher to an Event Grid topic (basic tier) that keeps our options.
+
+    azure-eventgrid 4.22's `EventGridPublisherClient` builds its basic-tier client without the
+    keyword arguments it is given: retries, timeouts and `use_env_settings` are silently
+    dropped (the SDK's 3 retries and 300 s timeouts, and a ~/.netrc and proxy lookup per
+    publish, 3 % of the host's CPU per report in a profile). Its inner client, which that
+    class wraps, takes them. tests/test_clients.py pins both facts, so an SDK that changes
+    either fails a test instead of quietly taking our options away again."""
+    from azure.eventgrid._legacy import EventGridPublisherClient  # private: see the docstring
+
+    client: TopicPublisher = EventGridPublisherClient(
+        endpoint, credential, **TOPIC_OPTIONS, **transport_options()
+    )
+    return client
 
 
 class Clients:
@@ -118,12 +145,10 @@ class Clients:
         return blobs.get_container_client(self.settings.payload_container)
 
     @cached_property
-    def alert_publisher(self) -> EventGridPublisherClient | None:
+    def alert_publisher(self) -> TopicPublisher | None:
         settings = self.settings
         if not settings.alerts_topic_endpoint:
             return None
-        from azure.eventgrid import EventGridPublisherClient
-
         credential: Any
         if settings.alerts_topic_key:
             from azure.core.credentials import AzureKeyCredential
@@ -131,14 +156,7 @@ class Clients:
             credential = AzureKeyCredential(settings.alerts_topic_key)
         else:
             credential = self.credential
-        # One quick retry inline; the publish_pending_alerts timer does the patient retrying.
-        return EventGridPublisherClient(
-            settings.alerts_topic_endpoint,
-            credential,
-            retry_total=1,
-            connection_timeout=5,
-            **transport_options(),
-        )
+        return topic_publisher(settings.alerts_topic_endpoint, credential)
 
     @cached_property
     def email(self) -> EmailClient:

@@ -29,7 +29,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.core.feed import OutcomeEvent
 from shared.core.state import iso
-from shared.edge.clients import transport_options
+from shared.edge.clients import TopicPublisher, topic_publisher
 from shared.edge.group_commit import GroupCommit
 from shared.edge.tables import (
     delete_entities,
@@ -43,7 +43,6 @@ from shared.edge.tables import (
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
-    from azure.eventgrid import EventGridPublisherClient
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,7 @@ PUBLISH_BATCH = 50  # events per Event Grid request (1 MB per request at most; o
 
 def build_publisher(
     endpoint: str, key: str | None, credential: Callable[[], TokenCredential]
-) -> EventGridPublisherClient:
-    from azure.eventgrid import EventGridPublisherClient
-
+) -> TopicPublisher:
     auth: Any
     if key:
         from azure.core.credentials import AzureKeyCredential
@@ -64,10 +61,7 @@ def build_publisher(
         auth = AzureKeyCredential(key)
     else:
         auth = credential()
-    # One quick retry inline; the timer does the patient retrying.
-    return EventGridPublisherClient(
-        endpoint, auth, retry_total=1, connection_timeout=5, **transport_options()
-    )
+    return topic_publisher(endpoint, auth)
 
 
 def _hour(event: OutcomeEvent) -> str:
@@ -86,9 +80,7 @@ def _record(hour: str, cloud_event: Mapping[str, Any], published: str) -> dict[s
 
 
 class OutcomeLog:
-    def __init__(
-        self, service: TableServiceClient, prefix: str, publisher: EventGridPublisherClient
-    ) -> None:
+    def __init__(self, service: TableServiceClient, prefix: str, publisher: TopicPublisher) -> None:
         self.table = service.get_table_client(f"{prefix}OutcomeEvents")
         self.publisher = publisher
         self._commit = GroupCommit(self._publish_group, PUBLISH_BATCH)
