@@ -108,12 +108,12 @@ class Sending:
         Two rounds of storage requests before the reply: the Messages transaction (message row,
         payload, a status row per recipient) beside the suppression reads, then the queue put.
         The recipient-index entries and the expiry entry follow the reply (`_enqueue_and_file`).
-        The transaction takes nobody as suppressed
-        (as nearly always holds); when someone is, a second transaction corrects the rows before
-        anything is queued, or the message is withdrawn and the request refused. With an
-        Idempotency-Key the message id is derived from it (`message_ids.for_key`, under the
-        window's epoch), so that transaction is the key's claim: a retry fails its create (409)
-        and is answered from the message row (`_replay`).
+        The transaction takes nobody as suppressed (as nearly always holds); when someone is, a
+        second transaction corrects the rows before anything is queued, or the message is
+        withdrawn and the request refused. With an Idempotency-Key the message id is derived
+        from it (`message_ids.for_key`, under the window's epoch), so that transaction is the
+        key's claim: a retry fails its create (409) and is answered from the message row
+        (`_replay`).
         """
         request = parse_send_request(body, content_type, self.sender_policy)
         key = _checked_key(idempotency_key)
