@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -25,6 +25,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.core.errors import Transient
 
 MAX_CONFLICT_RETRIES = 12
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -197,20 +198,31 @@ def upsert_many(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> No
     """Upsert (replace) every entity: one `$batch` per partition and 100 rows when a partition
     has enough of them, single requests otherwise; every request at once. A later entity with
     the same keys wins (a `$batch` may not name one row twice)."""
-    by_partition: dict[str, dict[str, Mapping[str, Any]]] = {}
-    for entity in entities:
-        by_partition.setdefault(str(entity["PartitionKey"]), {})[str(entity["RowKey"])] = entity
+    keyed = ((str(e["PartitionKey"]), str(e["RowKey"]), e) for e in entities)
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-    for rows in by_partition.values():
-        unique = [clean(e) for e in rows.values()]
+    for _, rows in _by_partition(keyed):
+        unique = [clean(e) for e in rows]
         if len(unique) < BATCH_WORTH_IT:
             calls += [(_upsert_one, (table, e)) for e in unique]
             continue
-        for start in range(0, len(unique), BATCH_LIMIT):
-            chunk = unique[start : start + BATCH_LIMIT]
+        for chunk in _chunks_of(unique):
             ops = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk]
             calls.append((_submit, (table, ops)))
     run_together(calls)
+
+
+def _by_partition(rows: Iterable[tuple[str, str, T]]) -> list[tuple[str, list[T]]]:
+    """(PartitionKey, RowKey, item) grouped by partition, one item per row (the last named)."""
+    grouped: dict[str, dict[str, T]] = {}
+    for pk, rk, item in rows:
+        grouped.setdefault(pk, {})[rk] = item
+    return [(pk, list(items.values())) for pk, items in grouped.items()]
+
+
+def _chunks_of(items: list[T]) -> Iterator[list[T]]:
+    """Slices of at most BATCH_LIMIT: what one `$batch` may carry."""
+    for start in range(0, len(items), BATCH_LIMIT):
+        yield items[start : start + BATCH_LIMIT]
 
 
 def _upsert_one(table: TableClient, entity: Mapping[str, Any]) -> None:
@@ -227,14 +239,9 @@ def delete_entities(table: TableClient, rows: Iterable[tuple[str, str]]) -> int:
     """Delete rows by (PartitionKey, RowKey): one `$batch` per partition and ≤ 100 rows; a batch
     that fails because a row is already gone is redone row by row (the SDK answers a missing
     row's delete as done). Returns how many rows were asked to go."""
-    by_partition: dict[str, list[str]] = {}
-    for pk, rk in rows:
-        by_partition.setdefault(pk, []).append(rk)
     deleted = 0
-    for pk, rks in by_partition.items():
-        unique = list(dict.fromkeys(rks))
-        for start in range(0, len(unique), BATCH_LIMIT):
-            chunk = unique[start : start + BATCH_LIMIT]
+    for pk, unique in _by_partition((pk, rk, rk) for pk, rk in rows):
+        for chunk in _chunks_of(unique):
             ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
             try:
                 with storage_errors():
