@@ -509,10 +509,7 @@ class MessageStore:
         ]
         if payload is not None:
             ops.append(("create", {"PartitionKey": pk, "RowKey": PAYLOAD_ROW, **_chunks(payload)}))
-        for row in recipient_rows:
-            rk = keys.status_row(keys.address_key(str(row["address"])))
-            entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
-            ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        ops += _status_upserts(pk, recipient_rows)
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
                 with storage_errors():
@@ -543,11 +540,10 @@ class MessageStore:
         if payload is not None:
             chunks = {"PartitionKey": pk, "RowKey": PAYLOAD_ROW, **_chunks(payload)}
             ops.append(("upsert", chunks, {"mode": UpdateMode.REPLACE}))
-        for row in recipient_rows:
-            rk = keys.status_row(keys.address_key(str(row["address"])))
-            self.cache.forget(pk, rk)
-            entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
-            ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        corrected = _status_upserts(pk, recipient_rows)
+        for _, entity, _ in corrected:
+            self.cache.forget(pk, entity["RowKey"])
+        ops += corrected
         with storage_errors():
             self.messages.submit_transaction(ops)
 
@@ -563,8 +559,9 @@ class MessageStore:
         delete_entities(self.messages, [(pk, rk) for rk in [*row_keys, keys.MESSAGE_ROW]])
 
     def expiry_noted(self, message_id: str, first_seen: datetime) -> bool:
-        """Whether the message's expiry entry is there: an accept writes it beside its queue
-        put, so a retry under the same Idempotency-Key takes it as "that accept got that far"."""
+        """Whether the message's expiry entry is there: an accept writes it after its queue put
+        and its index entries, so a retry under the same Idempotency-Key takes it as "that
+        accept got that far", and the worker as "filed"."""
         partition = privacy.expiry_partition(day_of(first_seen), message_id)
         return read_entity(self.expiry, partition, keys.message_key(message_id)) is not None
 
@@ -846,6 +843,16 @@ class MessageStore:
         }
         with storage_errors():
             self.index.upsert_entity(clean(entity), mode=UpdateMode.MERGE)
+
+
+def _status_upserts(pk: str, recipient_rows: list[dict[str, Any]]) -> list[Any]:
+    """Transaction operations writing an accept's status rows (one per recipient) as given."""
+    ops: list[Any] = []
+    for row in recipient_rows:
+        rk = keys.status_row(keys.address_key(str(row["address"])))
+        entity = clean({**row, "PartitionKey": pk, "RowKey": rk})
+        ops.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+    return ops
 
 
 def _first_seen(row: Mapping[str, Any]) -> datetime:
