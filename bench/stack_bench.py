@@ -58,6 +58,7 @@ from shared.core.settings import SEND_QUEUE
 from shared.core.state import Fact, apply_fact, iso
 from shared.core.status import SendState, Status
 from shared.edge.messages import MessageStore
+from shared.edge.sdk_batches import stock_batch_steps
 from shared.edge.tables import AFTER_REPLY
 
 from .measure import environment, percentile, pooled
@@ -340,7 +341,9 @@ def _delivered_share(store: MessageStore, pairs: list[tuple[str, str]], sample: 
 class _RawAccept:
     """The storage work of an accept, straight from the SDK: the Table transaction the app
     submits (`MessageStore.accept`: message row, payload row, a status row per recipient,
-    similar sizes) then one queue put, to a scratch queue so the worker never sees it."""
+    similar sizes) then one queue put, to a scratch queue so the worker never sees it. The SDK
+    as shipped: default transport options, and azure-core's own `$batch` steps even when this
+    process built the app's clients (which run them inline, `shared/edge/sdk_batches.py`)."""
 
     def __init__(self, conn: str) -> None:
         service = TableServiceClient.from_connection_string(conn)
@@ -390,7 +393,8 @@ class _RawAccept:
                     {"mode": UpdateMode.REPLACE},
                 )
             )
-        self.messages.submit_transaction(ops)
+        with stock_batch_steps():  # the SDK as shipped, whatever this process turned on
+            self.messages.submit_transaction(ops)
         self.queue.send_message(json.dumps({"messageId": mid, "attempt": 0}))
 
 

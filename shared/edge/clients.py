@@ -107,6 +107,9 @@ class Clients:
     def table_service(self) -> TableServiceClient:
         from azure.data.tables import TableServiceClient
 
+        from shared.edge.sdk_batches import inline_batch_steps
+
+        inline_batch_steps()  # transactions without azure-core's per-request thread pools
         conn = self.settings.storage_connection_string
         if conn:
             return TableServiceClient.from_connection_string(conn, **self.options)
