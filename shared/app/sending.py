@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from shared.edge.acs import AcsEmail
     from shared.edge.alert_log import AlertLog
     from shared.edge.inflight import InFlight
-    from shared.edge.messages import MessageStore
+    from shared.edge.messages import MessageStore, SendRows
     from shared.edge.outbox import Outbox
     from shared.edge.senders import SenderHealth
     from shared.edge.suppressions import SuppressionList
@@ -405,20 +405,20 @@ class Sending:
         )
         self.store.note_expiry(message_id, accepted_at)
 
-    def _read_and_file(self, message_id: str, accepted_at: datetime) -> Any:
-        """The message row of the accept's own work item, read beside the message's expiry
-        entry; when that is missing (the accept's host died before its after-reply writes, or
-        they are still on the wire) the message is filed here, before anything is sent. A
-        failure raises: the work item comes back and this runs again."""
+    def _read_and_file(self, message_id: str, accepted_at: datetime) -> SendRows:
+        """The rows of the accept's own work item, read beside the message's expiry entry;
+        when that is missing (the accept's host died before its after-reply writes, or they
+        are still on the wire) the message is filed here, before anything is sent. A failure
+        raises: the work item comes back and this runs again."""
         noted = FANOUT.submit(self.store.expiry_noted, message_id, accepted_at)
         try:
-            row = self.store.message(message_id)
+            rows = self.store.send_rows(message_id)
         finally:
             wait([noted])
-        if row is not None and not noted.result():
+        if rows.message is not None and not noted.result():
             log.info("send: message=%s filed by the worker", message_id)
-            self._file(message_id, self.store.status_rows(message_id), accepted_at)
-        return row
+            self._file(message_id, rows.status, accepted_at)
+        return rows
 
     # --- send (queue worker) ------------------------------------------------------------
 
@@ -436,10 +436,12 @@ class Sending:
             return "unreadable"
         settings = self.settings
         now = now or datetime.now(UTC)
+        # The message row, its payload and its status rows: one request (`send_rows`).
         if accepted_at is not None:
-            row = self._read_and_file(message_id, accepted_at)
+            rows = self._read_and_file(message_id, accepted_at)
         else:
-            row = self.store.message(message_id)
+            rows = self.store.send_rows(message_id)
+        row = rows.message
         if row is None:
             log.error("send queue: no message row for %s; dropped", message_id)
             return "missing"
@@ -470,7 +472,7 @@ class Sending:
             if self.store.message(message_id) is not None:
                 self.outbox.enqueue(message_id, attempt, delay_s=30)  # after the other worker
             return "claimed-elsewhere"
-        message = self._payload(message_id, claimed)
+        message = self._payload(message_id, claimed, rows.payload)
         if message is None:
             self._fail(message_id, "PayloadMissing", "The stored message content is gone.", now)
             return "failed"
@@ -478,7 +480,7 @@ class Sending:
         if answer.accepted:
             sent = Fact(Status.SENT, now, "sent", sent_at=now)
             done = {"sentAt": now.isoformat()}
-            self._finish(message_id, SendState.SENT, sent, now, done, claimed)
+            self._finish(message_id, SendState.SENT, sent, now, done, claimed, rows.status)
             log.info("send: message=%s handed to ACS (attempt %d)", message_id, attempt + 1)
             self._watch(message_id, str(row.get("sender") or ""), message, now)
             return "sent"
@@ -501,11 +503,11 @@ class Sending:
         )
         return decision.verdict.value
 
-    def _payload(self, message_id: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
-        if row.get("payload") == "blob":
-            text = self.outbox.payload_blob(message_id)
-        else:
-            text = self.store.payload(message_id)
+    def _payload(
+        self, message_id: str, row: Mapping[str, Any], inline: str | None
+    ) -> dict[str, Any] | None:
+        """The message to hand to ACS: from its blob, or the inline text read with its row."""
+        text = self.outbox.payload_blob(message_id) if row.get("payload") == "blob" else inline
         return None if text is None else dict(json.loads(text))
 
     def _finish(
@@ -516,8 +518,9 @@ class Sending:
         now: datetime,
         extra: Mapping[str, Any],
         message_row: Mapping[str, Any] | None = None,
+        status_rows: list[Any] | None = None,
     ) -> None:
-        before = self.store.finish(message_id, state, fact, now, extra, message_row)
+        before = self.store.finish(message_id, state, fact, now, extra, message_row, status_rows)
         if before is not None and before.get("payload") == "blob":
             self.outbox.delete_payload_blob(message_id)
 
@@ -563,7 +566,7 @@ class Sending:
             return "unreadable"
         if accepted_at is not None:  # the accept's own item: filed, if it can be, before failing
             try:
-                row = self._read_and_file(message_id, accepted_at)
+                row = self._read_and_file(message_id, accepted_at).message
             except Transient as exc:
                 log.warning("send poison queue: message=%s not filed (%s)", message_id, exc)
                 row = self.store.message(message_id)

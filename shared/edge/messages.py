@@ -103,6 +103,15 @@ MOVE_PAIRS = 50  # rows re-keyed per transaction: a create and a delete each, th
 
 
 @dataclass(frozen=True, slots=True)
+class SendRows:
+    """What the send worker reads of a message, in one request (`MessageStore.send_rows`)."""
+
+    message: Any  # the message row, with its ETag (None: no such message)
+    payload: str | None  # the inline payload's text (None: none, or it is in a blob)
+    status: list[Any]  # the recipient status rows, with their ETags
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What recording one event did: `duplicate` = already recorded before (nothing changed)."""
 
@@ -602,9 +611,30 @@ class MessageStore:
         """The inline payload's text (None when there is none)."""
         pk = keys.message_key(message_id)
         entity = read_entity(self.messages, pk, PAYLOAD_ROW)
-        if entity is None:
-            return None
-        return "".join(entity[k] for k in sorted(entity) if k.startswith("c"))
+        return None if entity is None else _joined(entity)
+
+    def send_rows(self, message_id: str) -> SendRows:
+        """The message row, the inline payload and the status rows in one single-partition
+        range query (`m` to `r|…`: the timeline and engagement rows sort outside it), where
+        they were three requests. The ETags come with them: a claim or a finish based on these
+        rows fails on a row changed since (412) and reads afresh."""
+        pk = keys.message_key(message_id).replace("'", "''")
+        status_from = f"{keys.STATUS_PREFIX}{keys.SEPARATOR}"
+        status_to = f"{keys.STATUS_PREFIX}}}"  # "}" sorts right after "|"
+        query = (
+            f"PartitionKey eq '{pk}' and RowKey ge '{keys.MESSAGE_ROW}' and RowKey lt '{status_to}'"
+        )
+        message, payload, status = None, None, []
+        with storage_errors():
+            for entity in self.messages.query_entities(query):
+                rk = entity["RowKey"]
+                if rk == keys.MESSAGE_ROW:
+                    message = entity
+                elif rk == PAYLOAD_ROW:
+                    payload = _joined(entity)
+                elif rk.startswith(status_from):
+                    status.append(entity)
+        return SendRows(message, payload, status)
 
     def finish(
         self,
@@ -614,15 +644,21 @@ class MessageStore:
         now: datetime,
         extra: Mapping[str, Any] | None = None,
         message_row: Mapping[str, Any] | None = None,
+        status_rows: list[Any] | None = None,
     ) -> Any:
         """End the send: message state, recipient facts, payload row deletion, in one
         transaction. Returns the message row as it was before (`message_row`: as the caller
-        holds it, e.g. the row it claimed; read when not given)."""
+        holds it, e.g. the row it claimed; read when not given). `status_rows`: as the caller
+        read them, with their ETags (a row changed since fails the transaction, and the rows
+        are read afresh); read when not given."""
         pk = keys.message_key(message_id)
         msg = self.message(message_id) if message_row is None else message_row
         before = msg
         for _ in range(MAX_CONFLICT_RETRIES):
-            rows = {r["RowKey"]: r for r in self.status_rows(message_id)}
+            if status_rows is None:
+                status_rows = self.status_rows(message_id)
+            rows = {r["RowKey"]: r for r in status_rows}
+            status_rows = None  # a retry reads them afresh
             ops: list[Any] = []
             for row in rows.values():
                 if row.get("status") == Status.SUPPRESSED.value and row.get("eventId") == "accept":
@@ -858,6 +894,11 @@ def _status_upserts(pk: str, recipient_rows: list[dict[str, Any]]) -> list[Any]:
 def _first_seen(row: Mapping[str, Any]) -> datetime:
     """When the recipient was first seen (its place in the history), for the expiry entry."""
     return parse_iso(row.get("indexAt")) or datetime.now(UTC)
+
+
+def _joined(payload_row: Mapping[str, Any]) -> str:
+    """A payload row's text: its chunk properties `c00`, `c01`, … in order."""
+    return "".join(payload_row[k] for k in sorted(payload_row) if k.startswith("c"))
 
 
 def _truncate(text: str, limit: int) -> str:
