@@ -103,12 +103,13 @@ def run() -> list[Figure]:
         for size in ACCEPT_SIZES:
             figures += _accepts(info, host, size)
         figures += _accept_in_process(info)
-    # The same 1-recipient accepts with the queue trigger switched off (the host's own
+    # The same accepts with the queue trigger switched off (the host's own
     # `AzureWebJobs.<name>.Disabled` setting): how much of the latency above is the worker's
     # sends sharing the host process, and so its GIL, with the accepts.
     off = {**env, f"AzureWebJobs.{SENDER_FUNCTION}.Disabled": "true"}
     with _host_counts() as path, _running_stack(off) as info:
-        figures += _accepts(info, _HostRequests(path, info), 1, worker=False)
+        for size in ACCEPT_SIZES:
+            figures += _accepts(info, _HostRequests(path, info), size, worker=False)
     return figures
 
 

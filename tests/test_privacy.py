@@ -4,6 +4,8 @@ against Azurite: what goes, what stays, what is kept under a keyed hash."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from shared.app import wiring as services
 from shared.core import keys, privacy
 from shared.core.errors import InvalidInput
 from shared.core.state import day_of, engagement_index_partition
+from shared.edge import tables
 
 from .conftest import TEST_HASH_KEY
 from .factories import delivery_event, engagement_event, record_event
@@ -424,3 +427,56 @@ def test_the_routes_are_registered(app_functions: list[Any]) -> None:
     assert [str(getattr(m, "value", m)) for m in http.methods] == ["DELETE"]
     timer = next(b for b in found["purge_expired_data"].get_bindings() if b.type == "timerTrigger")
     assert timer.schedule == "0 5 * * * *"  # NCRONTAB, six fields: hourly at minute 5
+
+
+def test_an_accept_filed_while_an_erasure_ran_is_erased_too(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accept's history entries follow its 202: an erasure that looks at the history in
+    between finds nothing of that message. Filing ends with a look at the erasures running or
+    just ended, and erases the recipient from the message then."""
+    store = services.message_store()
+    real = store.write_index
+    erasure_done = threading.Event()
+
+    def after_the_erasure(addr: str, message_id: str, row: Any) -> None:
+        erasure_done.wait(10)
+        real(addr, message_id, row)
+
+    monkeypatch.setattr(store, "write_index", after_the_erasure)
+    body = {"to": [{"address": GONE}, {"address": KEEP}], "subject": "Hello", "plainText": "Hi"}
+    reply = post(body, settle=False)
+    assert reply.status == 202
+    sent = str(reply.body["messageId"])
+    status, erased = erase(GONE)
+    assert status == 200, erased
+    assert "recipientIndex" not in erased["thisRequest"]  # the message was not in the history
+    erasure_done.set()
+    assert tables.AFTER_REPLY.settle(10)
+
+    assert mentioning(env, GONE) == []
+    hashed = privacy.erasure_hash(GONE, TEST_HASH_KEY.encode())
+    view = services.lookups().message(sent)
+    assert {r["address"] for r in view["recipients"]} == {privacy.erased_key(hashed), KEEP}
+    payload = json.loads(store.payload(sent) or "{}")
+    assert [r["address"] for r in payload["recipients"]["to"]] == [KEEP]
+    assert services.lookups().recipient_history(GONE, {})["emails"] == []
+    (kept,) = services.lookups().recipient_history(KEEP, {})["emails"]
+    assert kept["messageId"] == sent
+
+
+def test_a_send_after_an_erasure_ended_keeps_its_recipient(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only erasures that ran during the accept count: one that ended before it (by more than
+    the clocks' slack) leaves a new send to the address alone."""
+    assert erase(GONE)[0] == 200
+    within_slack = send([GONE, KEEP])  # its accept is within CLOCK_SLACK of the erasure's end
+    assert services.lookups().recipient_history(GONE, {})["emails"] == []
+    monkeypatch.setattr(privacy_app, "CLOCK_SLACK", timedelta(0))
+    time.sleep(0.01)
+    after = send([GONE])
+    (entry,) = services.lookups().recipient_history(GONE, {})["emails"]
+    assert entry["messageId"] == after != within_slack
+    payload = json.loads(services.message_store().payload(after) or "{}")
+    assert [r["address"] for r in payload["recipients"]["to"]] == [GONE]

@@ -374,6 +374,29 @@ def test_the_worker_files_an_accept_whose_host_died_after_its_reply(
             assert entry["messageId"] == message_id
 
 
+def test_the_worker_files_and_erases_before_it_sends(
+    env: dict[str, str], sandbox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host died after its 202 and an erasure of one recipient ran before the worker came:
+    the erasure could not find the message (not in any history yet); the worker, filing it,
+    erases that recipient from it before it sends, and sends to the other one only."""
+    monkeypatch.setattr(tables.AFTER_REPLY, "submit", lambda *args: None)
+    accepted = post({**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]})
+    monkeypatch.undo()
+    message_id = accepted.body["messageId"]
+    erased = services.privacy().erase(
+        "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
+    )
+    assert "recipientIndex" not in erased["thisRequest"]
+    assert drain(env) == ["sent"]
+    (op,) = [o for o in operations(sandbox) if o["id"] == message_id]
+    assert op["recipients"] == ["b@example.com"]
+    store = services.message_store()
+    assert not store.recipient_history("gone@example.com", 10, None)[0]
+    (entry,) = store.recipient_history("b@example.com", 10, None)[0]
+    assert entry["messageId"] == message_id
+
+
 def test_an_accept_builds_no_thread_pool(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -725,3 +748,33 @@ def test_a_report_recorded_while_acs_takes_the_send_is_kept(env: dict[str, str])
     (recipient,) = lookup(message_id)["recipients"]
     assert recipient["status"] == "delivered"
     assert lookup(message_id)["sendState"] == "sent"
+
+
+def test_an_erasure_while_acs_takes_the_send_is_kept(env: dict[str, str]) -> None:
+    """An erasure that re-keys a recipient's status row while the worker's ACS call is in
+    flight: the finish, based on the rows read before the call, fails on the row gone (404),
+    reads them again and ends the send; the erased row stays erased."""
+    body = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
+    message_id = post(body).body["messageId"]
+    sending = services.sending()
+    real = sending.acs.send
+
+    def send_and_erase(message: Any, **kwargs: Any) -> Any:
+        answer = real(message, **kwargs)
+        services.privacy().erase(
+            "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
+        )
+        return answer
+
+    sending.acs.send = send_and_erase  # type: ignore[method-assign]
+    try:
+        assert drain(env) == ["sent"]
+    finally:
+        sending.acs.send = real  # type: ignore[method-assign]
+    view = lookup(message_id)
+    assert view["sendState"] == "sent"
+    by_address = {r["address"]: r for r in view["recipients"]}
+    assert by_address["b@example.com"]["status"] == "sent"
+    (erased,) = [r for a, r in by_address.items() if a.startswith("~")]
+    assert erased["status"] == "sent"  # the outcome, kept by hash
+    assert "gone@example.com" not in json.dumps(view)

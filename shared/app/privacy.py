@@ -8,6 +8,13 @@ Erasure order: the suppression tombstone before the state row goes (never a mome
 erased address could be mailed), rows re-keyed by hash before the index rows that lead to them
 go, the audit last (a request that failed half-way is simply made again: every step is
 idempotent, and the repeat finds what the first left).
+
+An erasure finds messages through the recipient index, which an accept writes just after its
+202 (`app.sending`): a message accepted before an erasure's look at the index but filed after it
+would be missed. So an erasure notes itself as running before it looks (`ErasureLog.begin`),
+and filing ends with a look at the erasures running or ended since shortly before the accept
+(`erase_late`): each side writes, then reads what the other wrote, so one of them always sees
+the other, and the recipient is erased from that message by whichever does.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.core import keys, privacy
@@ -50,6 +57,13 @@ if TYPE_CHECKING:
     from shared.edge.suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
+
+# An accept filed while an erasure ran: erasures started up to this long before the accept are
+# looked at (longer than any erasure request runs: the host's functionTimeout is 5 minutes).
+LATE_LOOKBACK = timedelta(minutes=10)
+# Clocks of two instances disagree by less: an erasure that ended this shortly before an accept
+# counts as running during it (the recipient is erased from that message too).
+CLOCK_SLACK = timedelta(seconds=5)
 
 
 class Privacy:
@@ -163,6 +177,7 @@ class Privacy:
         forms = address_forms(address)
         addr = keys.address_key(address)
         counts: Counter[str] = Counter()
+        running = self.erasures.begin(hashed, now)  # before the look at the index: `erase_late`
 
         deleted, suppressed = self.suppressions.erase(address, forms, now)
         counts["suppressions"] += deleted
@@ -191,6 +206,7 @@ class Privacy:
             now,
             {k: v for k, v in counts.items() if v},
         )
+        self.erasures.end(running, datetime.now(UTC))
         log.info("erasure: hash=%s counts=%s", hashed, dict(sorted(counts.items())))
         return {
             "addressHash": hashed,
@@ -201,6 +217,47 @@ class Privacy:
             "lastErasedAt": summary["lastErasedAt"],
             "requests": summary["requests"],
         }
+
+    def erase_late(
+        self, message_id: str, rows: Sequence[Mapping[str, Any]], accepted_at: datetime
+    ) -> int:
+        """Called when an accepted message has been filed in its recipients' histories (`rows`:
+        its status rows): erase from it each recipient an erasure ran for since shortly before
+        the accept (still running, or ended less than CLOCK_SLACK before it), which may have
+        looked at the history before this message was in it. One range query, nearly always
+        empty; returns how many recipients were erased."""
+        running = self.erasures.running_since(accepted_at - LATE_LOOKBACK)
+        hashes = set()
+        for erasure in running:
+            ended = parse_iso(erasure.get("endedAt"))
+            if ended is None or ended + CLOCK_SLACK >= accepted_at:
+                hashes.add(str(erasure.get("hash")))
+        if not hashes:
+            return 0
+        key = self.settings.address_hash_key.encode()
+        now = datetime.now(UTC)
+        erased = 0
+        for row in rows:
+            address = str(row.get("address") or "")
+            hashed = erasure_hash(address, key) if address else ""
+            if hashed not in hashes:
+                continue
+            addr = keys.address_key(address)
+            counts = self._erase_in_message(
+                message_id, address, addr, hashed, address_forms(address), now
+            )
+            if row.get("indexRk"):
+                counts["recipientIndex"] += self.store.delete_index_rows(
+                    [(addr, str(row["indexRk"]))]
+                )
+            log.info(
+                "erasure: hash=%s message=%s filed while it ran, erased from it: %s",
+                hashed,
+                message_id,
+                dict(sorted(counts.items())),
+            )
+            erased += 1
+        return erased
 
     def _erase_in_message(
         self,

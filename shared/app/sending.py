@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,6 +57,14 @@ class OwnOutcomes(Protocol):
     def own_outcomes(self, message_id: str) -> None: ...
 
 
+class LateErasure(Protocol):
+    """Told when an accepted message is filed (see `shared.app.privacy.Privacy.erase_late`)."""
+
+    def erase_late(
+        self, message_id: str, rows: Sequence[Mapping[str, Any]], accepted_at: datetime
+    ) -> int: ...
+
+
 MAX_IDEMPOTENCY_KEY = 255
 REPLAY_WAIT_S = 3.0  # how long a retry waits for the accept it repeats to reach its queue put
 REPLAY_POLL_S = 0.05
@@ -77,7 +85,9 @@ class Sending:
         alerts: AlertLog,
         acs: AcsEmail,
         activity: OwnOutcomes | None = None,
+        erasures: LateErasure | None = None,
     ) -> None:
+        self.erasures = erasures
         self.settings = settings
         self.store = store
         self.outbox = outbox
@@ -107,7 +117,8 @@ class Sending:
 
         Two rounds of storage requests before the reply: the Messages transaction (message row,
         payload, a status row per recipient) beside the suppression reads, then the queue put.
-        The recipient-index entries and the expiry entry follow the reply (`_enqueue_and_file`).
+        The recipient-index entries, a look at the erasures running and the expiry entry follow
+        the reply (`_enqueue_and_file`, `_file`).
         The transaction takes nobody as suppressed (as nearly always holds); when someone is, a
         second transaction corrects the rows before anything is queued, or the message is
         withdrawn and the request refused. With an Idempotency-Key the message id is derived
@@ -126,7 +137,7 @@ class Sending:
                     raise claimed.error or Transient("suppression list unreadable")
                 return self._complete(
                     claimed.message_id, request, claimed.suppressed, now, {}, claimed.inline,
-                    base_url, replayed=False,
+                    base_url, replayed=False, written=claimed.rows,
                 )  # fmt: skip
             reply = self._replay(claimed, request, base_url)
             if reply is not None:
@@ -193,10 +204,10 @@ class Sending:
             if existing is None:
                 self._withdraw(message_id, request, inline)
             assert before is not None
-            return _Claimed(False, before, earlier, suppressed, error, inline)
+            return _Claimed(False, before, earlier, suppressed, error, inline, None)
         if existing is None:
-            return _Claimed(True, message_id, None, suppressed, error, inline)
-        return _Claimed(False, message_id, existing, suppressed, error, inline)
+            return _Claimed(True, message_id, None, suppressed, error, inline, rows)
+        return _Claimed(False, message_id, existing, suppressed, error, inline, None)
 
     def _replay(self, claimed: _Claimed, request: SendRequest, base_url: str) -> Reply | None:
         """Answer a request whose Idempotency-Key an earlier one holds, writing nothing: 422
@@ -260,10 +271,12 @@ class Sending:
         base_url: str,
         *,
         replayed: bool,
+        written: list[dict[str, Any]] | None = None,
     ) -> Reply:
         """After the transaction: refuse (and withdraw) when nobody sendable is left, correct
         the rows when the suppression reads differ from what they `recorded`, then the queue
-        put (and, after the reply, the index rows and the expiry entry)."""
+        put (and, after the reply, the index rows and the expiry entry). `written`: the
+        recipient rows as this request's transaction wrote them (nobody suppressed)."""
         if len(suppressed) == len({r.key for r in request.recipients}):
             problems = [
                 Problem(f"recipients[{n}]", f"suppressed since {s.since}: {s.reason}")
@@ -280,7 +293,10 @@ class Sending:
         if not inline:  # large payloads only: one more round, before anything can send it
             assert payload is not None
             self.outbox.put_payload_blob(message_id, payload)
-        rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
+        if written is None or suppressed:
+            rows = self._recipient_rows(message_id, request, suppressed, accepted_at)
+        else:
+            rows = written  # as committed: nobody turned out to be suppressed
         if set(suppressed) != set(recorded):
             changed = set(suppressed) ^ set(recorded)
             self.store.correct_accept(
@@ -393,9 +409,12 @@ class Sending:
         if suppressed and self.activity is not None:  # after: it reads the rows back
             self.activity.own_outcomes(message_id)
 
-    def _file(self, message_id: str, rows: list[dict[str, Any]], accepted_at: datetime) -> None:
-        """Put an accepted message in its recipients' histories (index entries, at once), then
-        in the retention index (the expiry entry: the sign that all of it landed)."""
+    def _file(self, message_id: str, rows: list[dict[str, Any]], accepted_at: datetime) -> int:
+        """Put an accepted message in its recipients' histories (index entries, at once), erase
+        from it any recipient an erasure ran for meanwhile (it may have looked at the history
+        before these entries were there: `Privacy.erase_late`), then file it in the retention
+        index (the expiry entry: the sign that all of it landed). Returns how many recipients
+        were erased."""
         run_together(
             [
                 (self.store.write_index, (keys.address_key(row["address"]), message_id, row))
@@ -403,7 +422,11 @@ class Sending:
                 if row.get("address")
             ]
         )
+        erased = (
+            0 if self.erasures is None else self.erasures.erase_late(message_id, rows, accepted_at)
+        )
         self.store.note_expiry(message_id, accepted_at)
+        return erased
 
     def _read_and_file(self, message_id: str, accepted_at: datetime) -> SendRows:
         """The rows of the accept's own work item, read beside the message's expiry entry;
@@ -417,7 +440,8 @@ class Sending:
             wait([noted])
         if rows.message is not None and not noted.result():
             log.info("send: message=%s filed by the worker", message_id)
-            self._file(message_id, rows.status, accepted_at)
+            if self._file(message_id, rows.status, accepted_at):
+                rows = self.store.send_rows(message_id)  # someone was erased: what is left
         return rows
 
     # --- send (queue worker) ------------------------------------------------------------
@@ -621,6 +645,7 @@ class _Claimed:
     suppressed: dict[str, Suppression] | None  # None: the reads failed with `error`
     error: Exception | None
     inline: bool  # the payload fits the table (else a blob)
+    rows: list[dict[str, Any]] | None  # the recipient rows this request's transaction wrote
 
 
 @dataclass(frozen=True, slots=True)

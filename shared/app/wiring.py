@@ -260,6 +260,7 @@ def sending() -> Sending:
         alert_log(),
         acs(),
         activity=activity_feed(),
+        erasures=privacy(),
     )
 
 

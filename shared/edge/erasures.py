@@ -7,6 +7,13 @@ Table `<p>Erasures`, PartitionKey = the address's keyed hash (`core.privacy.eras
 - RowKey `a|<newest-first time>|<id>`: one row per request: operator, reason (the address
   redacted from both), time, the counts that request erased.
 Kept past RETENTION_DAYS: it is the record that the erasure was done.
+
+PartitionKey `~running` (a keyed hash is hex: no collision), RowKey `<start ms>|<hash>|<id>`:
+one row per erasure request, written before it looks for the address's messages and given its
+end time when it is done (`startedAt`, `endedAt`). An accept files a message in its recipients'
+histories just after its 202: one filed after an erasure's look at the history would be missed
+by it, so filing ends with one range query of this partition over the last minutes
+(`running_since`) and erases such a recipient from the message itself (`app.privacy`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableServiceClient, TableTransactionError
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.core import keys
 from shared.core.errors import Transient
@@ -34,6 +41,7 @@ from shared.edge.tables import (
 )
 
 SUMMARY = "summary"
+RUNNING = "~running"
 
 
 class ErasureLog:
@@ -91,6 +99,29 @@ class ErasureLog:
                 backoff(attempt)
         raise Transient("erasure summary kept changing under us")
 
+    def begin(self, hashed: str, at: datetime) -> str:
+        """Note an erasure request as running, before it looks for anything; returns the
+        RowKey `end` takes."""
+        rk = f"{_ms(at):013d}|{hashed}|{uuid.uuid4().hex}"
+        row = {"PartitionKey": RUNNING, "RowKey": rk, "hash": hashed, "startedAt": iso(at)}
+        with storage_errors():
+            self.table.create_entity(row)
+        return rk
+
+    def end(self, running_key: str, at: datetime) -> None:
+        row = {"PartitionKey": RUNNING, "RowKey": running_key, "endedAt": iso(at)}
+        with storage_errors():
+            self.table.upsert_entity(row, mode=UpdateMode.MERGE)
+
+    def running_since(self, since: datetime) -> list[dict[str, Any]]:
+        """The erasure requests started at or after `since` (one range query, empty nearly
+        always): hash, startedAt, and endedAt once done."""
+        with storage_errors():
+            rows = self.table.query_entities(
+                f"PartitionKey eq '{RUNNING}' and RowKey ge '{_ms(since):013d}'"
+            )
+            return [dict(r) for r in rows]
+
     def audit(self, hashed: str) -> list[dict[str, Any]]:
         pk = hashed.replace("'", "''")
         with storage_errors():
@@ -100,3 +131,7 @@ class ErasureLog:
                     f"PartitionKey eq '{pk}' and RowKey ge 'a|' and RowKey lt 'a}}'"
                 )
             ]
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)

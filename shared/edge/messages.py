@@ -691,8 +691,8 @@ class MessageStore:
                 if exc.status_code == 404 and ops[exc.index][0] == "delete":
                     msg = {**(msg or {}), "payload": "gone"}  # deleted by an earlier finish
                     continue
-                if exc.status_code in (409, 412):
-                    continue
+                if exc.status_code in (404, 409, 412):
+                    continue  # a row changed or gone (an erasure re-keys one): read them again
                 raise
         raise Transient("recipient rows kept changing under us")
 

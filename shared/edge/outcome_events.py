@@ -32,6 +32,7 @@ from shared.core.state import iso
 from shared.edge.clients import TopicPublisher, topic_publisher
 from shared.edge.group_commit import GroupCommit
 from shared.edge.tables import (
+    chunks_of,
     delete_entities,
     query_keys,
     read_entity,
@@ -134,8 +135,7 @@ class OutcomeLog:
         """Publish every pending event; returns how many went out."""
         rows = self.pending()
         sent = 0
-        for start in range(0, len(rows), PUBLISH_BATCH):
-            chunk = rows[start : start + PUBLISH_BATCH]
+        for chunk in chunks_of(rows, PUBLISH_BATCH):
             events = [json.loads(row["event"]) for row in chunk]
             try:
                 self.publisher.send([to_cloud_event(e) for e in events])

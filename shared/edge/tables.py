@@ -205,7 +205,7 @@ def upsert_many(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> No
         if len(unique) < BATCH_WORTH_IT:
             calls += [(_upsert_one, (table, e)) for e in unique]
             continue
-        for chunk in _chunks_of(unique):
+        for chunk in chunks_of(unique):
             ops = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk]
             calls.append((_submit, (table, ops)))
     run_together(calls)
@@ -219,10 +219,10 @@ def _by_partition(rows: Iterable[tuple[str, str, T]]) -> list[tuple[str, list[T]
     return [(pk, list(items.values())) for pk, items in grouped.items()]
 
 
-def _chunks_of(items: list[T]) -> Iterator[list[T]]:
-    """Slices of at most BATCH_LIMIT: what one `$batch` may carry."""
-    for start in range(0, len(items), BATCH_LIMIT):
-        yield items[start : start + BATCH_LIMIT]
+def chunks_of(items: list[T], size: int = BATCH_LIMIT) -> Iterator[list[T]]:
+    """Slices of at most `size` items (by default BATCH_LIMIT: what one `$batch` may carry)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _upsert_one(table: TableClient, entity: Mapping[str, Any]) -> None:
@@ -241,7 +241,7 @@ def delete_entities(table: TableClient, rows: Iterable[tuple[str, str]]) -> int:
     row's delete as done). Returns how many rows were asked to go."""
     deleted = 0
     for pk, unique in _by_partition((pk, rk, rk) for pk, rk in rows):
-        for chunk in _chunks_of(unique):
+        for chunk in chunks_of(unique):
             ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
             try:
                 with storage_errors():
