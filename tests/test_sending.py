@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -732,19 +732,8 @@ def test_a_report_recorded_while_acs_takes_the_send_is_kept(env: dict[str, str])
     from .factories import delivery_event, record_event
 
     message_id = post(BODY).body["messageId"]
-    sending = services.sending()
-    real = sending.acs.send
-
-    def send_and_report(message: Any, **kwargs: Any) -> Any:
-        answer = real(message, **kwargs)
-        record_event(delivery_event(message_id, BODY["to"][0]["address"]))  # type: ignore[index]
-        return answer
-
-    sending.acs.send = send_and_report  # type: ignore[method-assign]
-    try:
-        assert drain(env) == ["sent"]
-    finally:
-        sending.acs.send = real  # type: ignore[method-assign]
+    address = BODY["to"][0]["address"]  # type: ignore[index]
+    assert _drain_with(env, lambda: record_event(delivery_event(message_id, address))) == ["sent"]
     (recipient,) = lookup(message_id)["recipients"]
     assert recipient["status"] == "delivered"
     assert lookup(message_id)["sendState"] == "sent"
@@ -756,21 +745,11 @@ def test_an_erasure_while_acs_takes_the_send_is_kept(env: dict[str, str]) -> Non
     reads them again and ends the send; the erased row stays erased."""
     body = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
     message_id = post(body).body["messageId"]
-    sending = services.sending()
-    real = sending.acs.send
-
-    def send_and_erase(message: Any, **kwargs: Any) -> Any:
-        answer = real(message, **kwargs)
-        services.privacy().erase(
-            "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
-        )
-        return answer
-
-    sending.acs.send = send_and_erase  # type: ignore[method-assign]
-    try:
-        assert drain(env) == ["sent"]
-    finally:
-        sending.acs.send = real  # type: ignore[method-assign]
+    request = b'{"operator": "alice", "reason": "asked"}'
+    erase = services.privacy().erase
+    assert _drain_with(env, lambda: erase("gone@example.com", request, "application/json")) == [
+        "sent"
+    ]
     view = lookup(message_id)
     assert view["sendState"] == "sent"
     by_address = {r["address"]: r for r in view["recipients"]}
@@ -778,3 +757,20 @@ def test_an_erasure_while_acs_takes_the_send_is_kept(env: dict[str, str]) -> Non
     (erased,) = [r for a, r in by_address.items() if a.startswith("~")]
     assert erased["status"] == "sent"  # the outcome, kept by hash
     assert "gone@example.com" not in json.dumps(view)
+
+
+def _drain_with(env: dict[str, str], meanwhile: Callable[[], Any]) -> list[str]:
+    """Drain the send queue, running `meanwhile` inside each ACS call (after ACS took it)."""
+    sending = services.sending()
+    real = sending.acs.send
+
+    def send(message: Any, **kwargs: Any) -> Any:
+        answer = real(message, **kwargs)
+        meanwhile()
+        return answer
+
+    sending.acs.send = send  # type: ignore[method-assign]
+    try:
+        return drain(env)
+    finally:
+        sending.acs.send = real  # type: ignore[method-assign]
