@@ -33,10 +33,10 @@ rows are the usual wordings of localised servers in each language.
 
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from .taxonomy import Reason
 
@@ -64,7 +64,7 @@ def _needle(text: str) -> str:
     joined = " ".join(words)
     if _CJK.match(joined):
         return joined
-    # A short first word is matched whole (see the module docstring: keeps the index exact).
+    # A short one-word needle is matched whole (see the module docstring): " ptr " is not " ptrs".
     tail = " " if text.endswith(" ") or (len(words) == 1 and len(words[0]) < 4) else ""
     return " " + joined + tail
 
@@ -745,70 +745,32 @@ RULES: tuple[PhraseRule, ...] = (
 )
 # fmt: on
 
-# The prefilter's index. Testing ~900 needles one by one costs more than the rest of a
-# classification, so each needle is filed under one key, and only the needles filed under the
-# prose's keys are tested (and only their rules tried). The prose's keys are its words and their
-# first four and first six letters. A needle is filed under its most telling whole word (every
-# whole word of a needle that occurs is a word of the prose) or its last word's start (the
-# first six letters, or four, of a word of the prose), else under its first word's first four
-# letters (the whole word if shorter: see _needle); CJK needles under their first character.
-# Exact by construction: a needle that occurs has its key among the prose's keys.
-
-# Words too common to make a telling key (they would make every message test many needles).
-_COMMON = frozenset(
-    {
-        "a", "an", "the", "to", "of", "is", "in", "on", "by", "for", "from", "with", "this",
-        "that", "your", "you", "be", "been", "has", "have", "was", "were", "are", "not", "no",
-        "do", "does", "t", "s", "e", "mail", "email", "message", "messages", "user", "recipient",
-        "address", "sender", "mailbox", "domain", "server", "service", "delivery", "access",
-        "rejected", "denied", "blocked", "too", "many", "please", "try", "again", "later",
-        "invalid",
-    }
-)  # fmt: skip
-
-_Index = dict[str, tuple[tuple[str, int], ...]]
-
-
-_FIRST_FOUR = operator.itemgetter(slice(0, 4))
-_FIRST_SIX = operator.itemgetter(slice(0, 6))
-
-
-def _key(needle: str) -> str:
-    if not needle.startswith(" "):
-        return needle[0]
-    words = needle.split()
-    whole = words if needle.endswith(" ") else words[:-1]
-    keys = [w for w in whole if w not in _COMMON]
-    last = words[-1]
-    if not needle.endswith(" ") and len(last) >= 4 and last not in _COMMON:
-        # A word's start: the prose's keys hold every word's first four and first six letters.
-        keys.append(last[:6] if len(last) >= 6 else last[:4])
-    if keys or whole:
-        return max(keys or whole, key=len)
-    return words[0][:4]
+# The prefilter. Testing ~900 needles one by one costs more than the rest of a classification:
+# an Aho-Corasick automaton (pyahocorasick, in C) finds every needle that occurs in the prose in
+# one pass over it, and only their rules are tried, in RULES order: the same result as trying
+# each rule in turn (tests/test_classification.py holds it to that on the corpora).
 
 
 @cache
-def _index() -> tuple[_Index, frozenset[str]]:
-    """Built on first use, not at import (cold starts pay for imports)."""
-    grouped: dict[str, list[tuple[str, int]]] = {}
+def _automaton() -> Any:
+    """Every needle, mapped to the indexes of the rules that have it. Built on first use, not
+    at import (cold starts pay for imports)."""
+    import ahocorasick
+
+    rules_of: dict[str, list[int]] = {}
     for i, rule in enumerate(RULES):
-        for n in rule.needles:
-            grouped.setdefault(_key(n), []).append((n, i))
-    index = {k: tuple(v) for k, v in grouped.items()}
-    return index, frozenset(index)
+        for needle in rule.needles:
+            rules_of.setdefault(needle, []).append(i)
+    automaton = ahocorasick.Automaton()
+    for needle, rules in rules_of.items():
+        automaton.add_word(needle, tuple(rules))
+    automaton.make_automaton()
+    return automaton
 
 
 def first_match(prose: str, raw: str, codes: tuple[str | None, str | None]) -> PhraseRule | None:
     """The first rule in RULES order that matches: the same result as trying each in turn."""
-    index, index_keys = _index()
-    words = prose.split()
-    keys = {*words, *map(_FIRST_FOUR, words), *map(_FIRST_SIX, words)}
-    if not prose.isascii():
-        keys.update(prose)  # CJK needles are filed under one character
-    candidates = [i for key in index_keys.intersection(keys) for n, i in index[key] if n in prose]
-    if not candidates:
-        return None
+    candidates: set[int] = {i for _, rules in _automaton().iter(prose) for i in rules}
     for i in sorted(candidates):
         if RULES[i].confirms(prose, raw, codes):
             return RULES[i]
