@@ -774,3 +774,26 @@ def _drain_with(env: dict[str, str], meanwhile: Callable[[], Any]) -> list[str]:
         return drain(env)
     finally:
         sending.acs.send = real  # type: ignore[method-assign]
+
+
+def test_an_erasure_between_the_workers_read_and_its_claim_is_honoured(
+    env: dict[str, str], sandbox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker reads the payload with the message row, before its claim: an erasure in
+    between strips a recipient from the payload and marks the message row, so the claim (on
+    the row's ETag) fails, reads the row again, and the worker takes the new payload."""
+    body = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
+    message_id = post(body).body["messageId"]
+    store = services.message_store()
+    real = store.claim
+
+    def erase_then_claim(*args: Any, **kwargs: Any) -> Any:
+        services.privacy().erase(
+            "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", erase_then_claim)
+    assert drain(env) == ["sent"]
+    (op,) = [o for o in operations(sandbox) if o["id"] == message_id]
+    assert op["recipients"] == ["b@example.com"]

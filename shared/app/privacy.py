@@ -300,6 +300,9 @@ class Privacy:
                 self.outbox.put_payload_blob(message_id, stripped)
             else:
                 self.store.replace_payload(message_id, stripped)
+            # Marked on the message row, after the payload: a worker that read the payload
+            # before this fails its claim on the row's ETag and takes the new one (`sending`).
+            self.store.write_message(message_id, {"payloadChangedAt": now.isoformat()})
             done["payloads"] += 1
         return done
 

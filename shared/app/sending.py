@@ -496,7 +496,10 @@ class Sending:
             if self.store.message(message_id) is not None:
                 self.outbox.enqueue(message_id, attempt, delay_s=30)  # after the other worker
             return "claimed-elsewhere"
-        message = self._payload(message_id, claimed, rows.payload)
+        inline = rows.payload
+        if claimed.get("payloadChangedAt") != row.get("payloadChangedAt"):
+            inline = self.store.payload(message_id)  # an erasure changed it since it was read
+        message = self._payload(message_id, claimed, inline)
         if message is None:
             self._fail(message_id, "PayloadMissing", "The stored message content is gone.", now)
             return "failed"
