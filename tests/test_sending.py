@@ -55,6 +55,8 @@ def env(send_env: dict[str, str]) -> dict[str, str]:
 
 
 BODY = {"to": [{"address": "delivered@simulator.test"}], "subject": "Hi", "plainText": "Hello"}
+# A message to an address that gets erased while it is on its way, and to one that does not.
+GONE_AND_B = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
 
 
 def test_happy_path_to_delivered_and_bounced(
@@ -381,13 +383,10 @@ def test_the_worker_files_and_erases_before_it_sends(
     the erasure could not find the message (not in any history yet); the worker, filing it,
     erases that recipient from it before it sends, and sends to the other one only."""
     monkeypatch.setattr(tables.AFTER_REPLY, "submit", lambda *args: None)
-    accepted = post({**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]})
+    accepted = post(GONE_AND_B)
     monkeypatch.undo()
     message_id = accepted.body["messageId"]
-    erased = services.privacy().erase(
-        "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
-    )
-    assert "recipientIndex" not in erased["thisRequest"]
+    assert "recipientIndex" not in _erase_gone()["thisRequest"]
     assert drain(env) == ["sent"]
     (op,) = [o for o in operations(sandbox) if o["id"] == message_id]
     assert op["recipients"] == ["b@example.com"]
@@ -743,13 +742,8 @@ def test_an_erasure_while_acs_takes_the_send_is_kept(env: dict[str, str]) -> Non
     """An erasure that re-keys a recipient's status row while the worker's ACS call is in
     flight: the finish, based on the rows read before the call, fails on the row gone (404),
     reads them again and ends the send; the erased row stays erased."""
-    body = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
-    message_id = post(body).body["messageId"]
-    request = b'{"operator": "alice", "reason": "asked"}'
-    erase = services.privacy().erase
-    assert _drain_with(env, lambda: erase("gone@example.com", request, "application/json")) == [
-        "sent"
-    ]
+    message_id = post(GONE_AND_B).body["messageId"]
+    assert _drain_with(env, _erase_gone) == ["sent"]
     view = lookup(message_id)
     assert view["sendState"] == "sent"
     by_address = {r["address"]: r for r in view["recipients"]}
@@ -782,18 +776,21 @@ def test_an_erasure_between_the_workers_read_and_its_claim_is_honoured(
     """The worker reads the payload with the message row, before its claim: an erasure in
     between strips a recipient from the payload and marks the message row, so the claim (on
     the row's ETag) fails, reads the row again, and the worker takes the new payload."""
-    body = {**BODY, "to": [{"address": "gone@example.com"}, {"address": "b@example.com"}]}
-    message_id = post(body).body["messageId"]
+    message_id = post(GONE_AND_B).body["messageId"]
     store = services.message_store()
     real = store.claim
 
     def erase_then_claim(*args: Any, **kwargs: Any) -> Any:
-        services.privacy().erase(
-            "gone@example.com", b'{"operator": "alice", "reason": "asked"}', "application/json"
-        )
+        _erase_gone()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "claim", erase_then_claim)
     assert drain(env) == ["sent"]
     (op,) = [o for o in operations(sandbox) if o["id"] == message_id]
     assert op["recipients"] == ["b@example.com"]
+
+
+def _erase_gone() -> dict[str, Any]:
+    """DELETE /api/recipients/gone@example.com, as its route runs it."""
+    body = b'{"operator": "alice", "reason": "asked"}'
+    return services.privacy().erase("gone@example.com", body, "application/json")

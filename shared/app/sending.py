@@ -87,7 +87,6 @@ class Sending:
         activity: OwnOutcomes | None = None,
         erasures: LateErasure | None = None,
     ) -> None:
-        self.erasures = erasures
         self.settings = settings
         self.store = store
         self.outbox = outbox
@@ -97,6 +96,7 @@ class Sending:
         self.alerts = alerts
         self.acs = acs
         self.activity = activity
+        self.erasures = erasures
         self.sender_policy = SenderPolicy(
             sender_domain=settings.sender_domain,
             allowlist=settings.sender_allowlist,

@@ -100,6 +100,8 @@ PAYLOAD_CHUNK = 30_000  # characters per property (a Table string property holds
 PAYLOAD_INLINE_LIMIT = 420_000  # characters inline (an entity holds 1 MiB); beyond → blob
 MAX_QUARANTINED_RAW = 30_000  # characters; a Table string property holds 32 K UTF-16 units
 MOVE_PAIRS = 50  # rows re-keyed per transaction: a create and a delete each, the `$batch` 100
+# The status rows' RowKey range, `r|…`: "}" sorts right after "|".
+STATUS_FROM, STATUS_TO = f"{keys.STATUS_PREFIX}{keys.SEPARATOR}", f"{keys.STATUS_PREFIX}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,10 +621,8 @@ class MessageStore:
         they were three requests. The ETags come with them: a claim or a finish based on these
         rows fails on a row changed since (412) and reads afresh."""
         pk = keys.message_key(message_id).replace("'", "''")
-        status_from = f"{keys.STATUS_PREFIX}{keys.SEPARATOR}"
-        status_to = f"{keys.STATUS_PREFIX}}}"  # "}" sorts right after "|"
         query = (
-            f"PartitionKey eq '{pk}' and RowKey ge '{keys.MESSAGE_ROW}' and RowKey lt '{status_to}'"
+            f"PartitionKey eq '{pk}' and RowKey ge '{keys.MESSAGE_ROW}' and RowKey lt '{STATUS_TO}'"
         )
         message, payload, status = None, None, []
         with storage_errors():
@@ -632,7 +632,7 @@ class MessageStore:
                     message = entity
                 elif rk == PAYLOAD_ROW:
                     payload = _joined(entity)
-                elif rk.startswith(status_from):
+                elif rk.startswith(STATUS_FROM):
                     status.append(entity)
         return SendRows(message, payload, status)
 
@@ -702,11 +702,10 @@ class MessageStore:
         """The message's recipient status rows (`r|…`), as entities (with their ETags)."""
         pk = keys.message_key(message_id).replace("'", "''")
         with storage_errors():
-            return list(
-                self.messages.query_entities(
-                    f"PartitionKey eq '{pk}' and RowKey ge 'r|' and RowKey lt 'r}}'"
-                )
+            query = (
+                f"PartitionKey eq '{pk}' and RowKey ge '{STATUS_FROM}' and RowKey lt '{STATUS_TO}'"
             )
+            return list(self.messages.query_entities(query))
 
     def message_rows(self, message_id: str) -> list[dict[str, Any]]:
         pk = keys.message_key(message_id).replace("'", "''")

@@ -94,11 +94,12 @@ FANOUT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="storage-io")
 
 
 class AfterReply:
-    """Writes that may land after the HTTP reply went out (an accept's recipient-index entries
-    and expiry entry). Each caller keeps a backstop that redoes its writes when the process died
-    before they landed (`app.sending`: the worker checks before it sends); a failure here is
-    logged, never raised. Tasks may wait on FANOUT tasks, never the other way round.
-    `settle` waits for what is in flight (tests; a host shutting down)."""
+    """Writes that may land after the HTTP reply went out (an accept's filing: its
+    recipient-index entries, the look at the erasures running, its expiry entry). Each caller
+    keeps a backstop that redoes its writes when the process died before they landed
+    (`app.sending`: the worker checks before it sends); a failure here is logged, never raised.
+    Tasks may wait on FANOUT tasks, never the other way round. `settle` waits for what is in
+    flight (tests; a host shutting down)."""
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="after-reply")
